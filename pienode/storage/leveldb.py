@@ -1,0 +1,75 @@
+"""``KVStore`` on LevelDB: the only module in the project that imports plyvel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import plyvel
+
+from pienode.errors import StorageError
+from pienode.storage.kv import WriteOps
+
+
+class LevelDBStore:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(
+                str(path),
+                create_if_missing=create,
+                paranoid_checks=True,
+                lru_cache_size=32 * 1024 * 1024,
+                write_buffer_size=16 * 1024 * 1024,
+            )
+        except plyvel.IOError as exc:
+            raise StorageError(f"cannot open LevelDB at {path}: {exc}") from None
+        except plyvel.CorruptionError as exc:
+            raise StorageError(f"LevelDB at {path} is corrupt: {exc}") from None
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        self._db.put(key, value, sync=sync)
+
+    def delete(self, key: bytes, *, sync: bool = False) -> None:
+        self._db.delete(key, sync=sync)
+
+    def write(self, ops: WriteOps, *, sync: bool = True) -> None:
+        with self._db.write_batch(sync=sync) as wb:
+            for key, value in ops.ops:
+                if value is None:
+                    wb.delete(key)
+                else:
+                    wb.put(key, value)
+
+    def iterate(
+        self,
+        prefix: bytes = b"",
+        *,
+        start: bytes | None = None,
+        stop: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        if prefix and start is None and stop is None:
+            return self._db.iterator(prefix=prefix, reverse=reverse)
+        lo = max(prefix, start) if start is not None else (prefix or None)
+        hi = stop
+        if prefix:
+            bound = _prefix_end(prefix)
+            hi = bound if hi is None or (bound is not None and bound < hi) else hi
+        return self._db.iterator(start=lo, stop=hi, reverse=reverse)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    b = bytearray(prefix)
+    while b and b[-1] == 0xFF:
+        b.pop()
+    if not b:
+        return None
+    b[-1] += 1
+    return bytes(b)
