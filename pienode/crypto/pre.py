@@ -1,0 +1,418 @@
+"""Proxy re-encryption of record keys: Umbral (threshold, unidirectional) via ``umbral-pre``.
+
+This is the ONLY module that imports ``umbral_pre``: ``umbral-pre`` 0.11 ships binary wheels
+up to CPython 3.11, so if the supported Python moves, this file is the one place to change.
+It must never log, store or return a secret except to its caller, and never hand anything
+unverified to Umbral's combine step (every kfrag and cfrag is verified first).
+
+Vocabulary (the design paper's, Umbral's in brackets):
+- a record version's *delegating* key pair: fresh per record version, never the patient's
+  long-term key. Its secret is sealed (``pienode.crypto.seal``) to the patient and to the
+  creating physician.
+- *key capsule*: what goes on chain for a record version: the Umbral capsule plus the
+  dedicated key (DEK) encrypted under it (Umbral's own DEM, XChaCha20-Poly1305). Format::
+
+      0x01 (version) || capsule length (u16 BE) || Umbral capsule || encrypted DEK
+
+- *re-encryption key fragments* [kfrags]: a grant, t-of-n, one sealed to each hospital node.
+- *capsule fragments* [cfrags]: what a node returns to the requester for the key capsule.
+
+The trap this layout avoids (DESIGN.md, issue 6): one whole (1-of-1) kfrag plus the
+delegatee's secret key reveals the delegating secret key. So grants are threshold grants
+with 2 <= t (t = f+1 of the n = 3f+1 hospitals, at least 2 whenever n >= 2), and every record
+version has its own delegating key, which limits what any collusion of t can learn.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import umbral_pre as _u
+
+from pienode.errors import CryptoError
+
+DEK_SIZE = 32
+SECRET_KEY_SIZE = 32
+PUBLIC_KEY_SIZE = 33
+KEY_CAPSULE_VERSION = 1
+#: Upper bound on fragments in one grant (one per hospital node; far above any consortium).
+MAX_SHARES = 255
+
+_LEN = struct.Struct(">H")
+
+
+class PreError(CryptoError):
+    """A proxy re-encryption key, capsule or fragment that does not check out."""
+
+
+@contextmanager
+def _umbral(what: str) -> Iterator[None]:
+    """Turn any umbral-pre failure into a ``PreError`` saying what we were doing."""
+    try:
+        yield
+    except PreError:
+        raise
+    except _u.VerificationError as exc:
+        raise PreError(f"{what}: verification failed ({exc})") from None
+    except (ValueError, TypeError) as exc:
+        raise PreError(f"{what}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_pk(data: bytes) -> _u.PublicKey:
+    with _umbral("invalid PRE public key"):
+        return _u.PublicKey.from_compressed_bytes(data)
+
+
+@dataclass(frozen=True, slots=True)
+class PrePublicKey:
+    """A compressed secp256k1 point (33 bytes) used by Umbral."""
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes) or len(self.data) != PUBLIC_KEY_SIZE:
+            raise PreError("PRE public key must be 33 compressed bytes")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "PrePublicKey":
+        """Parse and check that the point is on the curve.
+
+        Raises:
+            PreError: not a valid compressed secp256k1 point.
+        """
+        pk = cls(bytes(data))
+        _parse_pk(pk.data)
+        return pk
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+    def hex(self) -> str:
+        return self.data.hex()
+
+    @property
+    def umbral(self) -> _u.PublicKey:
+        return _parse_pk(self.data)
+
+
+class PreSecretKey:
+    """A secp256k1 scalar used by Umbral. Not a dataclass: never printed or compared.
+
+    The same 32 bytes as a ``pienode.crypto.keys.PrivateKey`` give the same public key, but
+    keep signing keys and PRE keys apart unless there is a reason not to.
+    """
+
+    __slots__ = ("_sk",)
+
+    def __init__(self, sk: _u.SecretKey) -> None:
+        self._sk = sk
+
+    @classmethod
+    def generate(cls) -> "PreSecretKey":
+        return cls(_u.SecretKey.random())
+
+    @classmethod
+    def from_bytes(cls, secret: bytes) -> "PreSecretKey":
+        """Raises: PreError: not 32 bytes, or zero / not below the group order."""
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_KEY_SIZE:
+            raise PreError("PRE secret key must be 32 bytes")
+        with _umbral("invalid PRE secret key"):
+            return cls(_u.SecretKey.from_be_bytes(bytes(secret)))
+
+    def to_bytes(self) -> bytes:
+        return self._sk.to_be_bytes()
+
+    @property
+    def public_key(self) -> PrePublicKey:
+        return PrePublicKey(self._sk.public_key().to_compressed_bytes())
+
+    @property
+    def umbral(self) -> _u.SecretKey:
+        return self._sk
+
+    def __repr__(self) -> str:
+        return f"PreSecretKey(public={self.public_key.hex()[:16]}...)"
+
+
+def generate_keypair() -> tuple[PreSecretKey, PrePublicKey]:
+    sk = PreSecretKey.generate()
+    return sk, sk.public_key
+
+
+# --- key capsules -------------------------------------------------------------------------
+
+
+def _pack_key_capsule(capsule: _u.Capsule, ciphertext: bytes) -> bytes:
+    raw = bytes(capsule)
+    return bytes([KEY_CAPSULE_VERSION]) + _LEN.pack(len(raw)) + raw + ciphertext
+
+
+def split_key_capsule(key_capsule: bytes) -> tuple[bytes, bytes]:
+    """Split a key capsule into (Umbral capsule bytes, encrypted DEK).
+
+    Raises:
+        PreError: wrong version or length.
+    """
+    data = bytes(key_capsule)
+    if len(data) < 1 + _LEN.size or data[0] != KEY_CAPSULE_VERSION:
+        raise PreError("unsupported or truncated key capsule")
+    (n,) = _LEN.unpack_from(data, 1)
+    start = 1 + _LEN.size
+    if len(data) < start + n + 1:
+        raise PreError("truncated key capsule")
+    return data[start : start + n], data[start + n :]
+
+
+def _parse_key_capsule(key_capsule: bytes) -> tuple[_u.Capsule, bytes]:
+    raw, ciphertext = split_key_capsule(key_capsule)
+    with _umbral("invalid key capsule"):
+        return _u.Capsule.from_bytes(raw), ciphertext
+
+
+def encapsulate(delegating_pk: PrePublicKey) -> tuple[bytes, bytes]:
+    """Make a fresh random DEK and its key capsule under a record version's delegating key.
+
+    Returns:
+        (key_capsule, dek): the key capsule (goes on chain) and the 32-byte DEK (stays in
+        the client that encrypts the record).
+    """
+    dek = os.urandom(DEK_SIZE)
+    with _umbral("encapsulate"):
+        capsule, ciphertext = _u.encrypt(delegating_pk.umbral, dek)
+    return _pack_key_capsule(capsule, ciphertext), dek
+
+
+def _check_dek(dek: bytes | None) -> bytes:
+    if dek is None or len(dek) != DEK_SIZE:
+        raise PreError("key capsule does not hold a 32-byte key")
+    return dek
+
+
+def open_original(delegating_sk: PreSecretKey, key_capsule: bytes) -> bytes:
+    """Recover the DEK with the record version's delegating secret (patient, creator).
+
+    Raises:
+        PreError: wrong key, or a tampered or malformed key capsule.
+    """
+    capsule, ciphertext = _parse_key_capsule(key_capsule)
+    with _umbral("cannot open key capsule (wrong key or tampered capsule)"):
+        return _check_dek(_u.decrypt_original(delegating_sk.umbral, capsule, ciphertext))
+
+
+def encrypt_small(recipient_pk: PrePublicKey, plaintext: bytes) -> tuple[bytes, bytes]:
+    """Umbral's public-key encryption of a small plaintext, for ``pienode.crypto.seal``.
+
+    Returns:
+        (capsule bytes, ciphertext).
+    """
+    with _umbral("encrypt"):
+        capsule, ciphertext = _u.encrypt(recipient_pk.umbral, bytes(plaintext))
+    return bytes(capsule), ciphertext
+
+
+def decrypt_small(recipient_sk: PreSecretKey, capsule: bytes, ciphertext: bytes) -> bytes:
+    """Inverse of ``encrypt_small``.
+
+    Raises:
+        PreError: malformed capsule, wrong key, or tampered ciphertext.
+    """
+    with _umbral("invalid capsule"):
+        parsed = _u.Capsule.from_bytes(bytes(capsule))
+    with _umbral("cannot decrypt (wrong key or tampered ciphertext)"):
+        return _u.decrypt_original(recipient_sk.umbral, parsed, bytes(ciphertext))
+
+
+# --- grants: kfrags, cfrags ---------------------------------------------------------------
+
+
+def grant_threshold(shares: int) -> int:
+    """The threshold for a grant split over ``shares`` hospital nodes.
+
+    t = f + 1 with n = 3f + 1 tolerates f nodes down and needs more than f of them to
+    collude; never 1 when there are two or more nodes, because a 1-of-n fragment is a whole
+    re-encryption key (the trap in the module docstring).
+    """
+    if not 1 <= shares <= MAX_SHARES:
+        raise PreError(f"shares must be in [1, {MAX_SHARES}]")
+    f = (shares - 1) // 3
+    return max(f + 1, min(2, shares))
+
+
+def _check_threshold(threshold: int, shares: int) -> None:
+    if not 1 <= shares <= MAX_SHARES:
+        raise PreError(f"shares must be in [1, {MAX_SHARES}]", shares=shares)
+    if not 1 <= threshold <= shares:
+        raise PreError("threshold must be in [1, shares]", threshold=threshold, shares=shares)
+    if threshold == 1 and shares > 1:
+        raise PreError(
+            "a 1-of-n grant gives every node a whole re-encryption key; use threshold >= 2",
+            threshold=threshold,
+            shares=shares,
+        )
+
+
+def generate_kfrags(
+    delegating_sk: PreSecretKey,
+    receiving_pk: PrePublicKey,
+    signer: PreSecretKey,
+    threshold: int,
+    shares: int,
+) -> list[bytes]:
+    """Split a re-encryption key from ``delegating_sk`` to ``receiving_pk`` into fragments.
+
+    Each fragment is signed by ``signer`` over both the delegating and the receiving key, so
+    a node can check it was made for exactly this record version and this requester.
+
+    Returns:
+        ``shares`` serialised kfrags; seal one to each node (``pienode.crypto.seal``).
+
+    Raises:
+        PreError: threshold outside [2, shares] (1 only for a single node), or an Umbral
+            failure.
+    """
+    _check_threshold(threshold, shares)
+    with _umbral("generate_kfrags"):
+        kfrags = _u.generate_kfrags(
+            delegating_sk.umbral,
+            receiving_pk.umbral,
+            _u.Signer(signer.umbral),
+            threshold,
+            shares,
+            True,
+            True,
+        )
+        return [bytes(k) for k in kfrags]
+
+
+def _verified_kfrag(
+    kfrag: bytes,
+    delegating_pk: PrePublicKey,
+    receiving_pk: PrePublicKey,
+    verifying_pk: PrePublicKey,
+) -> _u.VerifiedKeyFrag:
+    with _umbral("invalid kfrag"):
+        parsed = _u.KeyFrag.from_bytes(bytes(kfrag))
+    with _umbral("kfrag does not match this grant (signer, record key or requester)"):
+        return parsed.verify(verifying_pk.umbral, delegating_pk.umbral, receiving_pk.umbral)
+
+
+def verify_kfrag(
+    kfrag: bytes,
+    *,
+    delegating_pk: PrePublicKey,
+    receiving_pk: PrePublicKey,
+    verifying_pk: PrePublicKey,
+) -> None:
+    """Check a kfrag before a node accepts and stores it.
+
+    Raises:
+        PreError: malformed, or not signed by ``verifying_pk`` for exactly this delegating
+            and receiving key.
+    """
+    _verified_kfrag(kfrag, delegating_pk, receiving_pk, verifying_pk)
+
+
+def reencrypt(
+    key_capsule: bytes,
+    kfrag: bytes,
+    *,
+    delegating_pk: PrePublicKey,
+    receiving_pk: PrePublicKey,
+    verifying_pk: PrePublicKey,
+) -> bytes:
+    """Node side: turn the key capsule into a capsule fragment for the grant's requester.
+
+    ``key_capsule`` may be the whole key capsule or the bare Umbral capsule bytes. The kfrag
+    is verified against the three keys first, so a node never serves a fragment for another
+    record or another requester.
+
+    Raises:
+        PreError: a malformed capsule or kfrag, or a kfrag made for other keys.
+    """
+    capsule = _parse_capsule_any(key_capsule)
+    verified = _verified_kfrag(kfrag, delegating_pk, receiving_pk, verifying_pk)
+    with _umbral("reencrypt"):
+        return bytes(_u.reencrypt(capsule, verified))
+
+
+def _parse_capsule_any(key_capsule: bytes) -> _u.Capsule:
+    data = bytes(key_capsule)
+    if data[:1] == bytes([KEY_CAPSULE_VERSION]):
+        return _parse_key_capsule(data)[0]
+    with _umbral("invalid capsule"):
+        return _u.Capsule.from_bytes(data)
+
+
+def open_reencrypted(
+    receiving_sk: PreSecretKey,
+    delegating_pk: PrePublicKey,
+    key_capsule: bytes,
+    cfrags: Sequence[bytes],
+    *,
+    verifying_pk: PrePublicKey,
+) -> bytes:
+    """Requester side: verify capsule fragments, combine them, and recover the DEK.
+
+    Duplicate fragments are ignored; any fragment that fails verification makes the whole
+    call fail (a node that serves a bad fragment is misbehaving and should be reported, not
+    silently skipped; callers wanting to skip it can verify each with ``verify_cfrag``).
+
+    Raises:
+        PreError: a fragment that does not verify (another capsule, another requester,
+            another signer), or fewer than the grant's threshold of distinct fragments.
+    """
+    capsule, ciphertext = _parse_key_capsule(key_capsule)
+    receiving_pk = receiving_sk.public_key
+    unique = list(dict.fromkeys(bytes(c) for c in cfrags))
+    if not unique:
+        raise PreError("no capsule fragments")
+    verified = [
+        _verified_cfrag(c, capsule, delegating_pk, receiving_pk, verifying_pk) for c in unique
+    ]
+    with _umbral(
+        f"cannot open key capsule with {len(verified)} fragment(s) "
+        "(fewer than the threshold, or fragments of different grants)"
+    ):
+        dek = _u.decrypt_reencrypted(
+            receiving_sk.umbral, delegating_pk.umbral, capsule, verified, ciphertext
+        )
+    return _check_dek(dek)
+
+
+def _verified_cfrag(
+    cfrag: bytes,
+    capsule: _u.Capsule,
+    delegating_pk: PrePublicKey,
+    receiving_pk: PrePublicKey,
+    verifying_pk: PrePublicKey,
+) -> _u.VerifiedCapsuleFrag:
+    with _umbral("invalid cfrag"):
+        parsed = _u.CapsuleFrag.from_bytes(bytes(cfrag))
+    with _umbral("cfrag does not match this capsule, requester or signer"):
+        return parsed.verify(
+            capsule, verifying_pk.umbral, delegating_pk.umbral, receiving_pk.umbral
+        )
+
+
+def verify_cfrag(
+    cfrag: bytes,
+    key_capsule: bytes,
+    *,
+    delegating_pk: PrePublicKey,
+    receiving_pk: PrePublicKey,
+    verifying_pk: PrePublicKey,
+) -> None:
+    """Check one capsule fragment (e.g. to skip a misbehaving node and ask another).
+
+    Raises:
+        PreError: malformed, or not a correct re-encryption of this capsule for this grant.
+    """
+    _verified_cfrag(
+        cfrag, _parse_capsule_any(key_capsule), delegating_pk, receiving_pk, verifying_pk
+    )
