@@ -71,7 +71,6 @@ def unpack(data: bytes, *, max_bytes: int = MAX_DECODE_BYTES, strict: bool = Tru
             raw=False,
             strict_map_key=True,
             use_list=True,
-            max_buffer_size=max_bytes,
         )
     except Exception as exc:  # msgpack raises several unrelated types
         raise EncodingError(f"malformed msgpack: {type(exc).__name__}") from None

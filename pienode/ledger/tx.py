@@ -1,0 +1,109 @@
+"""Signed transactions: the frozen record every node validates, orders and executes.
+
+Wire form: the canonical msgpack map ``{v, chain, kind, sender, ts, body, sig}``. The
+transaction id is SHA-256 over the same map without ``sig``; the signature covers those
+unsigned bytes in the ``tx`` domain. A transaction id commits at most once (replay
+protection lives in the ledger's state).
+
+Design paper, Table 4 (EMR transaction): user IDs (sender, patient), timestamp, a
+non-identifying summary, the content identifier and key capsule, the access policy and the
+signature. Each ``kind`` gives its body schema in ``pienode.ledger.kinds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pienode.crypto.keys import PrivateKey
+from pienode.encoding import pack, sha256, unpack
+from pienode.errors import EncodingError, ValidationError
+
+TX_VERSION = 1
+TX_DOMAIN = "tx"
+_KEYS = frozenset({"v", "chain", "kind", "sender", "ts", "body", "sig"})
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    chain_id: str
+    kind: str
+    sender: str
+    timestamp_ms: int
+    body: dict[str, Any]
+    signature: bytes = b""
+
+    def unsigned(self) -> dict[str, Any]:
+        return {
+            "v": TX_VERSION,
+            "chain": self.chain_id,
+            "kind": self.kind,
+            "sender": self.sender,
+            "ts": self.timestamp_ms,
+            "body": self.body,
+        }
+
+    def unsigned_bytes(self) -> bytes:
+        return pack(self.unsigned())
+
+    @property
+    def tx_id(self) -> bytes:
+        return sha256(self.unsigned_bytes())
+
+    def encode(self) -> bytes:
+        return pack({**self.unsigned(), "sig": self.signature})
+
+    def signed(self, key: PrivateKey) -> "Transaction":
+        sig = key.sign(TX_DOMAIN, self.unsigned_bytes())
+        return Transaction(self.chain_id, self.kind, self.sender, self.timestamp_ms, self.body, sig)
+
+    @classmethod
+    def create(
+        cls, key: PrivateKey, *, chain_id: str, kind: str, sender: str, timestamp_ms: int, body: dict[str, Any]
+    ) -> "Transaction":
+        return cls(chain_id, kind, sender, timestamp_ms, body).signed(key)
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_bytes: int) -> "Transaction":
+        """Parse wire bytes.
+
+        Raises:
+            EncodingError: not one canonical msgpack map of the right shape.
+        """
+        if len(data) > max_bytes:
+            raise EncodingError(f"transaction too large ({len(data)} > {max_bytes} bytes)")
+        obj = unpack(data, max_bytes=max_bytes)
+        if not isinstance(obj, dict) or set(obj) != _KEYS:
+            raise EncodingError("transaction must be a map with keys " + ", ".join(sorted(_KEYS)))
+        if obj["v"] != TX_VERSION:
+            raise EncodingError(f"unsupported transaction version {obj['v']!r}")
+        for name, typ in (("chain", str), ("kind", str), ("sender", str), ("body", dict), ("sig", bytes)):
+            if not isinstance(obj[name], typ):
+                raise EncodingError(f"transaction field {name!r} has the wrong type")
+        ts = obj["ts"]
+        if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+            raise EncodingError("transaction field 'ts' must be a non-negative integer")
+        if len(obj["kind"]) > 64 or len(obj["sender"]) > 128:
+            raise EncodingError("transaction kind or sender too long")
+        return cls(obj["chain"], obj["kind"], obj["sender"], ts, obj["body"], obj["sig"])
+
+
+def require_fields(body: dict[str, Any], spec: dict[str, tuple[type | tuple[type, ...], bool]]) -> None:
+    """Check ``body`` against ``{name: (types, required)}``; unknown fields are refused.
+
+    Raises:
+        ValidationError: naming the first offending field.
+    """
+    unknown = set(body) - set(spec)
+    if unknown:
+        raise ValidationError(f"unknown body fields: {', '.join(sorted(unknown))}")
+    for name, (types, required) in spec.items():
+        if name not in body:
+            if required:
+                raise ValidationError(f"missing body field {name!r}")
+            continue
+        v = body[name]
+        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise ValidationError(f"body field {name!r} has the wrong type")
+        if not isinstance(v, types):
+            raise ValidationError(f"body field {name!r} has the wrong type")
