@@ -66,7 +66,12 @@ def _umbral(what: str) -> Iterator[None]:
 @functools.lru_cache(maxsize=4096)
 def _parse_pk(data: bytes) -> _u.PublicKey:
     with _umbral("invalid PRE public key"):
-        return _u.PublicKey.from_compressed_bytes(data)
+        pk = _u.PublicKey.from_compressed_bytes(data)
+    # umbral-pre accepts any tag byte and normalises it; two encodings of one key would let
+    # the same key look different on chain, so only the canonical one is accepted.
+    if pk.to_compressed_bytes() != data:
+        raise PreError("PRE public key is not in canonical compressed form")
+    return pk
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,6 +252,14 @@ class StreamDecryptor:
     def chunks_done(self) -> int:
         return self._index
 
+    def is_valid_chunk(self, data: bytes, final: bool) -> bool:
+        """True if ``data`` authenticates as the next chunk; the decryptor does not advance."""
+        try:
+            self._aead.decrypt(_nonce(self._prefix, self._index, final), data, self._header)
+        except InvalidTag:
+            return False
+        return True
+
     def decrypt_chunk(self, data: bytes | bytearray | memoryview, final: bool) -> bytes:
         """Authenticate and decrypt the next chunk.
 
@@ -318,9 +326,18 @@ def decrypt_stream(key: bytes, ciphertext_chunks: Iterable[bytes]) -> Iterator[b
             del buf[:start]
     if dec is None:
         raise StreamError("truncated stream header")
-    if not buf and dec.chunks_done > 0:
-        raise StreamError("truncated stream: the final chunk is missing", chunk=dec.chunks_done)
-    yield dec.decrypt_chunk(bytes(buf), final=True)
+    last = bytes(buf)
+    try:
+        out = dec.decrypt_chunk(last, final=True)
+    except StreamError:
+        # Say "truncated" rather than "tampered" when the last chunk is a valid non-final one:
+        # the stream was cut at a chunk boundary. Nothing from this check is yielded.
+        if len(last) == full and dec.is_valid_chunk(last, final=False):
+            raise StreamError(
+                "truncated stream: the final chunk is missing", chunk=dec.chunks_done + 1
+            ) from None
+        raise
+    yield out
 
 
 def encrypt_bytes(key: bytes, data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
