@@ -1,0 +1,248 @@
+"""The node: one OS process per hospital, wiring every subsystem around one event loop.
+
+Ownership (STYLE.md): one task (``ConsensusDriver``) owns the PBFT replica and carries out its
+actions in order: persist, then send. One task executes committed batches in order and
+commits each block in one synced write. If either task dies, the node stops with a non-zero
+exit instead of limping on. HTTP handlers only admit transactions and read committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from pienode.crypto.keys import PrivateKey
+from pienode.encoding import pack, unpack
+from pienode.errors import PieError, ReplayError, ValidationError
+from pienode.identity.certs import UserCert
+from pienode.identity.genesis import Genesis
+from pienode.identity.registry import put_identity
+from pienode.ledger.block import Receipt
+from pienode.ledger.executor import Executor
+from pienode.ledger.state import StateOverlay
+from pienode.ledger.store import Ledger
+from pienode.ledger.tx import Transaction
+from pienode.ledger.validation import SignatureCache, check_transaction
+from pienode.runtime.config import NodeConfig
+from pienode.runtime.mempool import Mempool
+from pienode.runtime.metrics import NodeMetrics
+from pienode.storage.kv import open_kv
+
+log = logging.getLogger("pienode.node")
+
+ROLE_PREFIX = {"patient": "pat", "physician": "phy", "researcher": "res", "insurer": "ins"}
+#: Peer channel for transaction gossip (net reserves 0-2 for consensus, sync and files).
+CHANNEL_MEMPOOL = 3
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def load_secret(path: Path) -> PrivateKey:
+    try:
+        return PrivateKey.from_bytes(bytes.fromhex(path.read_text().strip()))
+    except FileNotFoundError:
+        raise PieError(f"missing key file {path}") from None
+    except ValueError:
+        raise PieError(f"key file {path} is not a hex secret") from None
+
+
+class Node:
+    """A hospital node. ``await start()``, then ``await wait_closed()``."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.genesis = Genesis.load(cfg.genesis_path)
+        if not self.genesis.has_node(cfg.node_id):
+            raise PieError(f"{cfg.node_id} is not a node of this consortium's genesis")
+        self.key = load_secret(cfg.keys_dir / "node.key")
+        if self.key.public_key.data != self.genesis.node(cfg.node_id).sign_key:
+            raise PieError("keys/node.key does not match this node's certificate in genesis")
+        self.node_id = cfg.node_id
+        self.metrics = NodeMetrics()
+        self.kv = open_kv(cfg.data_dir / "ledger")
+        self.sigs = SignatureCache()
+        self.contracts: Any = None
+        self.executor = Executor(self.genesis, self.kv, contracts=self.contracts, sigs=self.sigs)
+        self.ledger = Ledger(self.kv, self.genesis, self.executor)
+        self.mempool = Mempool()
+        self.commit_lock = asyncio.Lock()
+        self.started_at = time.monotonic()
+        self._fatal: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._gossip_buf: list[bytes] = []
+        self._gossip_bytes = 0
+        self.net: Any = None
+        self.driver: Any = None
+        self.files: Any = None
+        self.metrics.height.set(self.ledger.height)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from pienode.runtime.driver import ConsensusDriver
+        from pienode.runtime.peers import start_network
+
+        loop = asyncio.get_running_loop()
+        self._fatal = loop.create_future()
+        self.net = await start_network(self)
+        self.driver = ConsensusDriver(self)
+        await self.driver.start()
+        self._spawn(self._gossip_loop(), "gossip")
+        log.info("node %s started at height %d", self.node_id, self.ledger.height)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.die(f"task {task.get_name()} died: {exc!r}", exc)
+
+    def die(self, why: str, exc: BaseException | None = None) -> None:
+        """A broken invariant of our own: stop loudly, never limp on."""
+        log.critical("stopping: %s", why, exc_info=exc)
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_exception(SystemExit(3))
+
+    async def wait_closed(self) -> None:
+        assert self._fatal is not None
+        await self._fatal
+
+    async def stop(self) -> None:
+        if self.driver is not None:
+            await self.driver.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.net is not None:
+            await self.net.stop()
+        if self.files is not None and hasattr(self.files, "close"):
+            self.files.close()
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_result(None)
+        self.kv.close()
+
+    # -- transactions --------------------------------------------------------------------
+
+    def committed_view(self) -> StateOverlay:
+        return StateOverlay(self.kv)
+
+    def admit(self, data: bytes, *, gossip: bool = True) -> bytes:
+        """Validate and queue a transaction; returns its id.
+
+        Raises:
+            EncodingError, ValidationError, ReplayError, MempoolFull: for the submitter.
+        """
+        try:
+            checked = check_transaction(
+                data, genesis=self.genesis, state=self.committed_view(), now_ms=now_ms(), sigs=self.sigs
+            )
+        except PieError as exc:
+            self.metrics.txs_refused.labels(type(exc).__name__).inc()
+            raise
+        if not self.mempool.add(checked.tx_id, data):
+            if gossip:
+                raise ReplayError("transaction already pending", tx_id=checked.tx_id.hex())
+            return checked.tx_id
+        self.metrics.txs_admitted.inc()
+        self.metrics.mempool.set(len(self.mempool))
+        if gossip:
+            self._gossip_buf.append(data)
+            self._gossip_bytes += len(data)
+        self.driver.submit(data)
+        return checked.tx_id
+
+    async def wait_committed(self, tx_id: bytes, timeout_s: float) -> tuple[int, Receipt] | None:
+        height = self.ledger.tx_height(tx_id)
+        if height is not None:
+            return height, self.receipt_at(height, tx_id)
+        fut = self.mempool.wait(tx_id)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except asyncio.TimeoutError:
+            self.mempool.forget_waiter(tx_id, fut)
+            return None
+
+    def receipt_at(self, height: int, tx_id: bytes) -> Receipt:
+        block = self.ledger.block(height)
+        assert block is not None
+        for r in block.receipts:
+            if r.tx_id == tx_id:
+                return r
+        raise PieError(f"receipt of {tx_id.hex()} missing from block {height}")
+
+    def on_gossip(self, peer: str, payload: bytes) -> None:
+        try:
+            txs = unpack(payload, max_bytes=self.cfg.peer.max_frame_bytes)
+            if not isinstance(txs, list):
+                raise ValidationError("gossip must be a list")
+        except PieError:
+            log.warning("discarded malformed gossip from %s", peer)
+            return
+        for data in txs:
+            if not isinstance(data, bytes):
+                continue
+            try:
+                self.admit(data, gossip=False)
+            except PieError:
+                pass  # already committed, expired or invalid: the primary won't order it from us
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.002)
+            if self._gossip_buf:
+                buf, self._gossip_buf, self._gossip_bytes = self._gossip_buf, [], 0
+                self.net.broadcast(CHANNEL_MEMPOOL, pack(buf))
+
+    def on_block_committed(self, block: Any, source: str) -> None:
+        for r in block.receipts:
+            age = self.mempool.committed(r.tx_id, block.height, r)
+            if age is not None:
+                self.metrics.commit_latency.observe(age)
+            self.metrics.txs_committed.labels("ok" if r.ok else r.code).inc()
+        self.metrics.blocks.labels(source).inc()
+        self.metrics.height.set(block.height)
+        self.metrics.mempool.set(len(self.mempool))
+
+    # -- registration (the hospital acting as the CA of its users) ----------------------
+
+    async def register_user(self, *, role: str, name: str, sign_key: bytes, enc_key: bytes,
+                            timeout_s: float = 30.0) -> dict[str, Any]:
+        if role not in self.cfg.registration.allowed_roles or role not in self.genesis.role_levels:
+            raise ValidationError(f"this hospital does not register {role}s")
+        if not name.strip() or len(name) > 200:
+            raise ValidationError("name must be 1 to 200 characters")
+        user_id = f"{ROLE_PREFIX[role]}-{secrets.token_hex(8)}"
+        cert = UserCert(
+            user_id=user_id,
+            role=role,
+            security_level=self.genesis.role_levels[role],
+            sign_key=sign_key,
+            enc_key=enc_key,
+            hospital_id=self.node_id,
+            issued_at_ms=now_ms(),
+        ).signed_by(self.key)
+        cert.check(self.key.public_key)
+        # The name stays here, in the hospital's private registry, before anything is sent.
+        put_identity(self.kv, user_id, name, role, cert.issued_at_ms)
+        tx = Transaction.create(self.key, chain_id=self.genesis.chain_id, kind="register_user",
+                                sender=self.node_id, timestamp_ms=now_ms(), body={"cert": cert.to_dict()})
+        tx_id = self.admit(tx.encode())
+        done = await self.wait_committed(tx_id, timeout_s)
+        if done is None:
+            raise PieError("registration was not committed in time", tx_id=tx_id.hex())
+        height, receipt = done
+        if not receipt.ok:
+            raise ValidationError(f"registration refused: {receipt.error}")
+        return {"user_id": user_id, "cert": cert.to_dict(), "height": height, "tx_id": tx_id.hex()}
