@@ -1,0 +1,238 @@
+"""Streaming ingest and read of whole files over the block store, in bounded memory.
+
+Owns: turning an async byte stream into a stored, durable DAG (``ingest``) and walking a
+DAG to serve a byte range (``read``), repairing missing or damaged blocks from a
+``BlockSource`` (the peer exchange) on the way.
+
+Memory: ingest holds at most two batches of ``BATCH_CHUNKS`` chunks (the one being written
+in a worker thread, the one being received) plus the builder's link records; read holds one
+batch being served and one read ahead. Hashing and disk I/O run in worker threads in
+batches big enough that the hand-off cost is negligible, so the event loop keeps answering.
+
+Must never: leave anything visible or on disk from a failed or oversized upload, or hand
+out a byte that has not been checked against its CID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Protocol
+
+from pienode.errors import TooLarge
+from pienode.files.cid import CID, DAG_PB, RAW
+from pienode.files.dagpb import DagError, decode_node
+from pienode.files.store import BlockDamaged, BlockMissing, FileInfo, PackStore, PackWriter
+from pienode.files.unixfs import DagBuilder, Rechunker
+
+BATCH_CHUNKS = 16  # 4 MiB per worker-thread hand-off
+READ_BATCH = 8  # leaves per read hand-off (2 MiB)
+
+
+class BlockSource(Protocol):
+    """Where missing or damaged blocks come from (the peer exchange)."""
+
+    async def fetch_blocks(self, cids: list[CID]) -> dict[CID, bytes]:
+        """Blocks found among peers, each already verified against its CID."""
+        ...
+
+
+def _write_leaves(w: PackWriter, builder: DagBuilder, leaves: list[bytes]) -> None:
+    for leaf in leaves:
+        cid = CID(RAW, hashlib.sha256(leaf).digest())
+        w.put(cid, leaf)
+        for node_cid, block in builder.add_leaf_cid(cid, len(leaf)):
+            w.put(node_cid, block)
+
+
+def _finish(w: PackWriter, builder: DagBuilder, leaves: list[bytes]) -> tuple[CID, int]:
+    _write_leaves(w, builder, leaves)
+    root, size, blocks = builder.finish()
+    for cid, block in blocks:
+        w.put(cid, block)
+    w.commit(root, size)
+    return root, size
+
+
+async def ingest(
+    store: PackStore, chunks: AsyncIterable[bytes], max_bytes: int
+) -> FileInfo:
+    """Store the bytes of ``chunks`` as one file; returns its CID once durable.
+
+    Raises:
+        TooLarge: more than ``max_bytes`` arrived; nothing is kept.
+        Whatever ``chunks`` raises (a broken upload); nothing is kept.
+    """
+    w = await asyncio.to_thread(store.writer)
+    builder = DagBuilder()
+    rechunker = Rechunker()
+    total = 0
+    batch: list[bytes] = []
+    inflight: asyncio.Future[None] | None = None
+    try:
+        async for piece in chunks:
+            total += len(piece)
+            if total > max_bytes:
+                raise TooLarge("upload exceeds the maximum file size", max_bytes=max_bytes)
+            batch += rechunker.feed(piece)
+            if len(batch) >= BATCH_CHUNKS:
+                if inflight is not None:
+                    await inflight
+                inflight = asyncio.ensure_future(
+                    asyncio.to_thread(_write_leaves, w, builder, batch)
+                )
+                batch = []
+        tail = rechunker.flush()
+        if tail is not None:
+            batch.append(tail)
+        if inflight is not None:
+            await inflight
+            inflight = None
+        root, size = await asyncio.to_thread(_finish, w, builder, batch)
+    except BaseException:
+        if inflight is not None:
+            # The thread cannot be cancelled; let it finish before truncating its pack.
+            await asyncio.gather(inflight, return_exceptions=True)
+        await asyncio.to_thread(w.abort)
+        raise
+    return FileInfo(str(root), size)
+
+
+async def _get_blocks(
+    store: PackStore, cids: list[CID], source: BlockSource | None
+) -> list[bytes]:
+    """Verified blocks, repairing what is missing or damaged here from ``source``."""
+
+    def local() -> tuple[list[bytes | None], list[int], int]:
+        out: list[bytes | None] = []
+        bad: list[int] = []
+        damaged = 0
+        for i, cid in enumerate(cids):
+            try:
+                out.append(store.get_block(cid))
+            except BlockMissing:
+                out.append(None)
+                bad.append(i)
+            except BlockDamaged:
+                out.append(None)
+                bad.append(i)
+                damaged += 1
+        return out, bad, damaged
+
+    out, bad, damaged = await asyncio.to_thread(local)
+    if bad:
+        wanted = [cids[i] for i in bad]
+        got = await source.fetch_blocks(wanted) if source is not None else {}
+        missing = [c for c in wanted if c not in got]
+        if missing:
+            if damaged:
+                raise BlockDamaged("damaged block and no peer could supply it", cid=str(missing[0]))
+            raise BlockMissing("block not found here or at any peer", cid=str(missing[0]))
+
+        def save() -> None:
+            for cid in wanted:
+                if not cid.matches(got[cid]):  # never trust the source blindly
+                    raise BlockDamaged("peer block does not match its CID", cid=str(cid))
+                store.put_block(cid, got[cid], replace=True)
+            if damaged:
+                store.note_repaired(damaged)
+
+        await asyncio.to_thread(save)
+        for i in bad:
+            out[i] = got[cids[i]]
+    return [b for b in out if b is not None]
+
+
+async def _leaf_ranges(
+    store: PackStore, cid: CID, base: int, start: int, end: int, source: BlockSource | None
+) -> AsyncIterator[tuple[CID, int, int, int]]:
+    """(leaf, expected length, lo, hi) for each leaf overlapping [start, end), in order;
+    lo/hi are offsets inside the leaf. Leaves outside the range are never read."""
+    if cid.codec == RAW:
+        yield cid, -1, max(start - base, 0), end - base
+        return
+    (block,) = await _get_blocks(store, [cid], source)
+    node = decode_node(block)
+    off = base
+    for link in node.links:
+        lo, hi = off, off + link.filesize
+        if hi > start and lo < end:
+            if link.cid.codec == RAW:
+                yield link.cid, link.filesize, max(start - lo, 0), min(end, hi) - lo
+            elif link.cid.codec == DAG_PB:
+                async for item in _leaf_ranges(store, link.cid, lo, start, end, source):
+                    yield item
+        if lo >= end:
+            break
+        off = hi
+
+
+async def read(
+    store: PackStore,
+    cid: CID | str,
+    start: int = 0,
+    end: int | None = None,
+    *,
+    source: BlockSource | None = None,
+) -> AsyncIterator[bytes]:
+    """The bytes [start, end) of the file rooted at ``cid`` (``end`` None: to its end).
+
+    Raises (while iterating):
+        BlockMissing / BlockDamaged: a block neither here nor at any peer.
+        DagError: a DAG whose sizes do not add up.
+    """
+    root = cid if isinstance(cid, CID) else CID.parse(cid)
+    if end is None:
+        end = await stat(store, root, source=source)
+    if start >= end:
+        return
+    leaves = _leaf_ranges(store, root, 0, start, end, source)
+
+    async def next_batch() -> list[bytes]:
+        items = []
+        async for item in leaves:
+            items.append(item)
+            if len(items) == READ_BATCH:
+                break
+        if not items:
+            return []
+        blocks = await _get_blocks(store, [c for c, _, _, _ in items], source)
+        out = []
+        for (_c, expected, lo, hi), data in zip(items, blocks):
+            if expected >= 0 and len(data) != expected:
+                raise DagError("leaf length differs from its link's size")
+            out.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
+        return out
+
+    ahead: asyncio.Task[list[bytes]] = asyncio.ensure_future(next_batch())
+    try:
+        while True:
+            current = await ahead
+            if not current:
+                return
+            ahead = asyncio.ensure_future(next_batch())
+            for piece in current:
+                yield piece
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
+        await leaves.aclose()
+
+
+async def stat(store: PackStore, cid: CID | str, *, source: BlockSource | None = None) -> int:
+    """Size in bytes of the file rooted at ``cid``.
+
+    Raises:
+        CidError: malformed ``cid``.
+        BlockMissing: not stored here nor (with ``source``) at any peer.
+    """
+    root = cid if isinstance(cid, CID) else CID.parse(cid)
+    try:
+        return await asyncio.to_thread(store.file_size, root)
+    except (BlockMissing, BlockDamaged):
+        if source is None:
+            raise
+    (block,) = await _get_blocks(store, [root], source)
+    return decode_node(block).filesize if root.codec == DAG_PB else len(block)

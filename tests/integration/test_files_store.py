@@ -1,0 +1,218 @@
+"""The pack store with LevelDB in a temp dir: ingest, ranged reads, durability, damage, gc."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pienode.errors import TooLarge
+from pienode.files.cid import CID
+from pienode.files.store import BlockDamaged, BlockMissing, PackStore
+from pienode.files.stream import ingest, read, stat
+from pienode.files.unixfs import CHUNK_SIZE, cid_of_bytes
+
+
+async def _pieces(data: bytes, size: int = 100_003) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def _read_all(store: PackStore, cid: str, start: int = 0, end: int | None = None,
+                    **kw: object) -> bytes:
+    out = bytearray()
+    async for piece in read(store, cid, start, end, **kw):  # type: ignore[arg-type]
+        out += piece
+    return bytes(out)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = PackStore(tmp_path / "files")
+    yield s
+    s.close()
+
+
+DATA = random.Random(1).randbytes(5 * CHUNK_SIZE + 777)
+
+
+async def test_ingest_gives_reference_cid_and_reads_back(store: PackStore) -> None:
+    info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    assert info.cid == str(cid_of_bytes(DATA))
+    assert info.size == len(DATA)
+    assert await _read_all(store, info.cid) == DATA
+    assert await stat(store, info.cid) == len(DATA)
+    assert store.has_root(CID.parse(info.cid))
+
+
+@pytest.mark.parametrize(
+    "start,end",
+    [(0, 1), (5, 10), (CHUNK_SIZE - 3, CHUNK_SIZE + 3), (CHUNK_SIZE, 2 * CHUNK_SIZE),
+     (len(DATA) - 1, len(DATA)), (3 * CHUNK_SIZE + 17, len(DATA)), (0, len(DATA))],
+)
+async def test_ranges_return_exact_bytes(store: PackStore, start: int, end: int) -> None:
+    info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    assert await _read_all(store, info.cid, start, end) == DATA[start:end]
+
+
+async def test_range_reads_only_needed_leaves(store: PackStore) -> None:
+    info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    seen: list[CID] = []
+    orig = store.get_block
+
+    def spy(cid: CID) -> bytes:
+        seen.append(cid)
+        return orig(cid)
+
+    store.get_block = spy  # type: ignore[method-assign]
+    assert await _read_all(store, info.cid, 2 * CHUNK_SIZE + 5, 2 * CHUNK_SIZE + 9) == DATA[
+        2 * CHUNK_SIZE + 5 : 2 * CHUNK_SIZE + 9
+    ]
+    leaves = [c for c in seen if c.is_raw]
+    assert leaves == [cid_of_bytes(DATA[2 * CHUNK_SIZE : 3 * CHUNK_SIZE])]
+
+
+async def test_empty_and_tiny_files(store: PackStore) -> None:
+    empty = await ingest(store, _pieces(b""), max_bytes=10)
+    assert empty.cid == "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    assert empty.size == 0 and await _read_all(store, empty.cid) == b""
+    one = await ingest(store, _pieces(b"z"), max_bytes=10)
+    assert await _read_all(store, one.cid) == b"z"
+    assert await stat(store, one.cid) == 1
+
+
+async def test_too_large_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = PackStore(tmp_path / "files")
+    try:
+        with pytest.raises(TooLarge):
+            await ingest(store, _pieces(DATA), max_bytes=len(DATA) - 1)
+        st = store.stats()
+        assert st.blocks == 0 and st.roots == 0 and st.pack_bytes == 0
+        assert not store.has(cid_of_bytes(DATA[:CHUNK_SIZE]))
+    finally:
+        store.close()
+
+
+async def test_broken_upload_stream_leaves_nothing(store: PackStore) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield DATA[: 40 * CHUNK_SIZE // 10]
+        yield DATA[:CHUNK_SIZE * 3]
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await ingest(store, broken(), max_bytes=1 << 30)
+    assert store.stats().pack_bytes == 0 and store.stats().blocks == 0
+
+
+async def test_unknown_cid_is_missing(store: PackStore) -> None:
+    with pytest.raises(BlockMissing):
+        await stat(store, str(cid_of_bytes(b"never stored")))
+
+
+async def test_survives_reopen_and_cuts_uncommitted_tail(tmp_path: Path) -> None:
+    store = PackStore(tmp_path / "files")
+    info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    # A writer that died mid-upload: bytes appended, never committed.
+    w = store.writer()
+    w.put(cid_of_bytes(b"half"), b"half" * 1000)
+    pack_path = store.directory / "packs" / f"{w.pack:08d}.pack"
+    size_with_tail = pack_path.stat().st_size
+    store.close()  # no commit, no abort: as after kill -9
+    store = PackStore(tmp_path / "files")
+    try:
+        assert not pack_path.exists() or pack_path.stat().st_size < size_with_tail
+        assert not store.has(cid_of_bytes(b"half"))
+        assert await _read_all(store, info.cid) == DATA
+    finally:
+        store.close()
+
+
+def _damage_one_byte(store: PackStore, cid: CID) -> None:
+    from pienode.files.store import _LOC
+
+    pack, off, n = _LOC.unpack(store._kv.get(b"B" + cid.digest))
+    path = store.directory / "packs" / f"{pack:08d}.pack"
+    with path.open("r+b") as f:
+        f.seek(off + n // 2)
+        b = f.read(1)
+        f.seek(off + n // 2)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+async def test_damaged_byte_detected_and_repaired_from_source(tmp_path: Path) -> None:
+    store = PackStore(tmp_path / "a")
+    other = PackStore(tmp_path / "b")
+    try:
+        info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+        await ingest(other, _pieces(DATA), max_bytes=1 << 30)
+        leaf = cid_of_bytes(DATA[CHUNK_SIZE : 2 * CHUNK_SIZE])
+        _damage_one_byte(store, leaf)
+        with pytest.raises(BlockDamaged):
+            store.get_block(leaf)
+        with pytest.raises(BlockDamaged):
+            await _read_all(store, info.cid)
+
+        class Peer:
+            async def fetch_blocks(self, cids: list[CID]) -> dict[CID, bytes]:
+                return {c: other.get_block(c) for c in cids if other.has(c)}
+
+        assert await _read_all(store, info.cid, source=Peer()) == DATA
+        assert store.stats().chunks_repaired == 1
+        assert store.get_block(leaf) == DATA[CHUNK_SIZE : 2 * CHUNK_SIZE]
+        assert await _read_all(store, info.cid) == DATA
+    finally:
+        store.close()
+        other.close()
+
+
+async def test_gc_keeps_referenced_and_pinned_collects_rest(store: PackStore) -> None:
+    rng = random.Random(9)
+    a, b, c = (rng.randbytes(3 * CHUNK_SIZE + i) for i in range(3))
+    ia = await ingest(store, _pieces(a), max_bytes=1 << 30)
+    ib = await ingest(store, _pieces(b), max_bytes=1 << 30)
+    ic = await ingest(store, _pieces(c), max_bytes=1 << 30)
+    store.pin(CID.parse(ib.cid))
+    before = store.stats()
+    # Fresh roots are kept through the grace period.
+    assert store.gc([ia.cid]).blocks_removed == 0
+    res = store.gc([ia.cid], grace_seconds=0)
+    assert res.blocks_removed == 5 and res.roots_dropped == 1  # c: 4 leaves + its root
+    after = store.stats()
+    assert after.blocks == before.blocks - 5
+    assert after.bytes_stored < before.bytes_stored - len(c)
+    assert after.pack_bytes == before.pack_bytes  # 2/3 live: not worth compacting yet
+    assert await _read_all(store, ia.cid) == a
+    assert await _read_all(store, ib.cid) == b
+    with pytest.raises(BlockMissing):
+        await _read_all(store, ic.cid)
+    store.gc([ia.cid], grace_seconds=0, compact_below=1.0)
+    assert store.stats().pack_bytes == store.stats().bytes_stored < before.pack_bytes
+    assert await _read_all(store, ib.cid) == b
+    store.unpin(CID.parse(ib.cid))
+    store.gc([ia.cid], grace_seconds=0, compact_below=1.0)
+    assert await _read_all(store, ia.cid) == a
+    final = store.stats()
+    assert final.blocks == 4 and final.roots == 1  # a: 3 leaves + its root
+    assert final.pack_bytes == final.bytes_stored < len(a) + 1000
+
+
+async def test_dedup_same_content_twice(store: PackStore) -> None:
+    i1 = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    bytes1 = store.stats().pack_bytes
+    i2 = await ingest(store, _pieces(DATA, 4096), max_bytes=1 << 30)
+    assert i1 == i2
+    assert store.stats().pack_bytes == bytes1
+
+
+async def test_concurrent_uploads_do_not_mix(store: PackStore) -> None:
+    rng = random.Random(3)
+    datas = [rng.randbytes(2 * CHUNK_SIZE + 1000 * i) for i in range(4)]
+    infos = await asyncio.gather(*(ingest(store, _pieces(d), 1 << 30) for d in datas))
+    for d, info in zip(datas, infos):
+        assert info.cid == str(cid_of_bytes(d))
+        assert await _read_all(store, info.cid) == d
+    assert os.path.isdir(store.directory / "index")
