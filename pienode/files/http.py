@@ -1,0 +1,182 @@
+"""HTTP handlers of the file store: ``POST /files``, ``GET``/``HEAD /files/{cid}``.
+
+Owns: turning requests into streaming ingest and ranged reads, and the status codes of the
+file API (400 malformed CID or body, 404 unknown, 413 over the maximum, 416 unsatisfiable
+range), each with a JSON body ``{"error": ...}``.
+
+Must never: read a whole upload or file into memory, decide who may call it (the node wraps
+these routes with its authentication), or log file contents.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import BodyPartReader, web
+
+from pienode.errors import EncodingError, PieError
+from pienode.files.cid import CID, CidError
+from pienode.files.store import BlockMissing, FileInfo, PackStore
+from pienode.files.stream import BlockSource, ingest, read, stat
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+READ_PIECE = 1 << 20
+
+StoreGetter = Callable[[], PackStore]
+SourceGetter = Callable[[], BlockSource | None]
+#: Called with a fresh upload before it is acknowledged (replication to peers); raising
+#: turns the upload into an error response (the file stays stored locally).
+IngestHook = Callable[[FileInfo], Awaitable[None]]
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _from_exc(exc: PieError) -> web.Response:
+    body = exc.to_json()
+    return web.json_response(body, status=exc.status if exc.status < 600 else 500)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+    """One ``Range: bytes=...`` against a file of ``size`` bytes.
+
+    Returns: (start, end exclusive); None to serve the whole file (no header, a syntax we
+    ignore as RFC 9110 allows, or several ranges); the string "unsatisfiable" for a 416.
+    """
+    if header is None:
+        return None
+    m = _RANGE.match(header.strip())
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "" and last == "":
+        return None
+    if first == "":
+        n = int(last)
+        if n == 0 or size == 0:
+            return "unsatisfiable"
+        return max(size - n, 0), size
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None  # syntactically invalid: ignore the header
+    if start >= size:
+        return "unsatisfiable"
+    end = size if last == "" else min(int(last) + 1, size)
+    return start, end
+
+
+async def _body_pieces(request: web.Request) -> AsyncIterator[bytes]:
+    """The upload's bytes: the raw body, or the first file part of a multipart form
+    (what ``curl -F file=@x`` and kubo's API clients send)."""
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        part = await reader.next()
+        while part is not None and not isinstance(part, BodyPartReader):
+            part = await reader.next()
+        if part is None:
+            raise EncodingError("multipart upload without a file part")
+        while True:
+            piece = await part.read_chunk(READ_PIECE)
+            if not piece:
+                return
+            yield piece
+    else:
+        async for piece in request.content.iter_chunked(READ_PIECE):
+            yield piece
+
+
+def add_file_routes(
+    app: web.Application,
+    store_getter: StoreGetter,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    source_getter: SourceGetter | None = None,
+    on_ingested: IngestHook | None = None,
+) -> None:
+    """Register ``POST /files``, ``GET /files/{cid}`` and ``HEAD /files/{cid}`` on ``app``.
+
+    Args:
+        store_getter: returns the node's store (called per request, so the node may open it
+            after building the app).
+        max_bytes: largest upload accepted; larger ones get 413 and leave nothing behind.
+        source_getter: returns the peer exchange used to serve files or blocks this node
+            lacks (None: serve only what is local).
+        on_ingested: awaited before an upload is acknowledged (replication).
+    """
+
+    async def post_file(request: web.Request) -> web.StreamResponse:
+        if request.content_length is not None and request.content_length > max_bytes:
+            return _error(413, f"upload exceeds the maximum of {max_bytes} bytes")
+        store = store_getter()
+        try:
+            info = await ingest(store, _body_pieces(request), max_bytes)
+        except PieError as exc:
+            return _from_exc(exc)
+        except (ValueError, AssertionError) as exc:  # malformed multipart framing
+            return _error(400, f"malformed upload: {exc}")
+        if on_ingested is not None:
+            try:
+                await on_ingested(info)
+            except PieError as exc:
+                return _from_exc(exc)
+        return web.json_response({"cid": info.cid, "size": info.size})
+
+    async def get_file(request: web.Request) -> web.StreamResponse:
+        try:
+            cid = CID.parse(request.match_info["cid"])
+        except CidError as exc:
+            return _error(400, exc.message)
+        store = store_getter()
+        source = source_getter() if source_getter is not None else None
+        try:
+            size = await stat(store, cid, source=source)
+        except BlockMissing:
+            return _error(404, "no such file")
+        except PieError as exc:
+            return _from_exc(exc)
+        rng = parse_range(request.headers.get("Range"), size)
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+            "ETag": f'"{cid}"',
+            "Cache-Control": "public, max-age=31536000, immutable",
+        }
+        if rng == "unsatisfiable":
+            del headers["Content-Type"]
+            headers["Content-Range"] = f"bytes */{size}"
+            return web.json_response(
+                {"error": "range not satisfiable", "size": size}, status=416, headers=headers
+            )
+        if rng is None:
+            status, start, end = 200, 0, size
+        else:
+            assert isinstance(rng, tuple)
+            status, (start, end) = 206, rng
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = end - start
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            await resp.write_eof()
+            return resp
+        try:
+            async for piece in read(store, cid, start, end, source=source):
+                await resp.write(piece)
+        except PieError as exc:
+            # Headers are gone: all we can do is cut the connection short of Content-Length,
+            # which every client reports as a failed download.
+            log.warning("file read of %s failed mid-stream: %s", cid, exc.message)
+            raise
+        await resp.write_eof()
+        return resp
+
+    app.router.add_post("/files", post_file)
+    app.router.add_get("/files/{cid}", get_file, allow_head=False)
+    app.router.add_route("HEAD", "/files/{cid}", get_file)

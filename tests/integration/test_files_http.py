@@ -1,0 +1,147 @@
+"""The file API over real HTTP on loopback: upload, download, Range, HEAD and error codes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from pienode.files.http import add_file_routes, parse_range
+from pienode.files.store import PackStore
+from pienode.files.unixfs import CHUNK_SIZE, cid_of_bytes
+
+MAX = 3 * CHUNK_SIZE
+DATA = random.Random(2).randbytes(2 * CHUNK_SIZE + 4321)
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, PackStore]]:
+    store = PackStore(tmp_path / "files")
+    app = web.Application()
+    add_file_routes(app, lambda: store, max_bytes=MAX)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        yield c, store
+    store.close()
+
+
+async def _upload(c: TestClient, data: bytes) -> dict:
+    r = await c.post("/files", data=data)
+    assert r.status == 200, await r.text()
+    return await r.json()
+
+
+async def test_upload_download_roundtrip(client) -> None:
+    c, _ = client
+    body = await _upload(c, DATA)
+    assert body == {"cid": str(cid_of_bytes(DATA)), "size": len(DATA)}
+    r = await c.get(f"/files/{body['cid']}")
+    assert r.status == 200
+    assert r.headers["Content-Length"] == str(len(DATA))
+    assert r.headers["Accept-Ranges"] == "bytes"
+    assert await r.read() == DATA
+
+
+async def test_streamed_chunked_upload(client) -> None:
+    c, _ = client
+
+    async def gen() -> AsyncIterator[bytes]:
+        for i in range(0, len(DATA), 65_537):
+            yield DATA[i : i + 65_537]
+
+    r = await c.post("/files", data=gen())
+    assert (await r.json())["cid"] == str(cid_of_bytes(DATA))
+
+
+async def test_multipart_upload(client) -> None:
+    c, _ = client
+    form = aiohttp.FormData()
+    form.add_field("file", DATA[:1000], filename="x.bin")
+    r = await c.post("/files", data=form)
+    assert (await r.json())["cid"] == str(cid_of_bytes(DATA[:1000]))
+
+
+@pytest.mark.parametrize(
+    "header,start,end",
+    [
+        ("bytes=0-0", 0, 1),
+        ("bytes=10-19", 10, 20),
+        (f"bytes={CHUNK_SIZE - 2}-{CHUNK_SIZE + 1}", CHUNK_SIZE - 2, CHUNK_SIZE + 2),
+        (f"bytes={CHUNK_SIZE * 2}-", CHUNK_SIZE * 2, len(DATA)),
+        ("bytes=-100", len(DATA) - 100, len(DATA)),
+        ("bytes=5-99999999", 5, len(DATA)),
+    ],
+)
+async def test_range_206(client, header: str, start: int, end: int) -> None:
+    c, _ = client
+    cid = (await _upload(c, DATA))["cid"]
+    r = await c.get(f"/files/{cid}", headers={"Range": header})
+    assert r.status == 206
+    assert r.headers["Content-Range"] == f"bytes {start}-{end - 1}/{len(DATA)}"
+    assert await r.read() == DATA[start:end]
+
+
+async def test_unsatisfiable_range_416(client) -> None:
+    c, _ = client
+    cid = (await _upload(c, DATA))["cid"]
+    r = await c.get(f"/files/{cid}", headers={"Range": f"bytes={len(DATA)}-"})
+    assert r.status == 416
+    assert r.headers["Content-Range"] == f"bytes */{len(DATA)}"
+    assert "error" in await r.json()
+
+
+async def test_head(client) -> None:
+    c, _ = client
+    cid = (await _upload(c, DATA))["cid"]
+    r = await c.head(f"/files/{cid}")
+    assert r.status == 200
+    assert r.headers["Content-Length"] == str(len(DATA))
+    assert await r.read() == b""
+    r = await c.head(f"/files/{cid}", headers={"Range": "bytes=1-2"})
+    assert r.status == 206 and r.headers["Content-Length"] == "2"
+
+
+async def test_malformed_and_unknown_cids(client) -> None:
+    c, store = client
+    for bad in ("nope", "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR", "b" + "a" * 58):
+        r = await c.get(f"/files/{bad}")
+        assert r.status == 400, bad
+        assert "error" in await r.json()
+    r = await c.get(f"/files/{cid_of_bytes(b'never stored')}")
+    assert r.status == 404
+    assert "error" in await r.json()
+    assert store.stats().blocks == 0
+
+
+async def test_too_large_413_leaves_nothing(client) -> None:
+    c, store = client
+    big = random.Random(5).randbytes(MAX + 1)
+    r = await c.post("/files", data=big)  # Content-Length known: refused up front
+    assert r.status == 413
+    assert "error" in await r.json()
+
+    async def gen() -> AsyncIterator[bytes]:  # no Content-Length: refused mid-stream
+        for i in range(0, len(big), CHUNK_SIZE // 2):
+            yield big[i : i + CHUNK_SIZE // 2]
+
+    try:
+        r = await c.post("/files", data=gen())
+        assert r.status == 413
+    except aiohttp.ClientError:
+        pass  # the server may cut the connection once it answered 413
+    st = store.stats()
+    assert st.blocks == 0 and st.roots == 0 and st.pack_bytes == 0
+
+
+def test_parse_range_edge_cases() -> None:
+    assert parse_range(None, 10) is None
+    assert parse_range("bytes=3-1", 10) is None
+    assert parse_range("items=0-1", 10) is None
+    assert parse_range("bytes=0-1,4-5", 10) is None
+    assert parse_range("bytes=-0", 10) == "unsatisfiable"
+    assert parse_range("bytes=0-", 0) == "unsatisfiable"
+    assert parse_range("bytes=-20", 10) == (0, 10)
