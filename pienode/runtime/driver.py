@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pienode.consensus import actions as A
 from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.replica import RecoveredState, Replica
+from pienode.identity.genesis import Genesis
 from pienode.ledger import keys
 from pienode.ledger.block import Block
 from pienode.net.config import CHANNEL_CONSENSUS
@@ -33,9 +34,13 @@ DRAIN_LIMIT = 512
 
 
 def replica_config(node: "Node") -> ReplicaConfig:
-    p = node.genesis.params
+    return replica_config_for(node.genesis)
+
+
+def replica_config_for(genesis: Genesis) -> ReplicaConfig:
+    p = genesis.params
     return ReplicaConfig(
-        node_ids=node.genesis.node_ids,
+        node_ids=genesis.node_ids,
         checkpoint_interval=p.checkpoint_interval,
         max_batch_bytes=p.max_block_bytes,
         max_batch_count=p.max_block_txs,
@@ -47,7 +52,11 @@ def replica_config(node: "Node") -> ReplicaConfig:
 
 
 def make_verifier(node: "Node") -> Any:
-    keys_by_id = {n.node_id: n.public_key for n in node.genesis.nodes}
+    return make_verifier_for(node.genesis)
+
+
+def make_verifier_for(genesis: Genesis) -> Any:
+    keys_by_id = {n.node_id: n.public_key for n in genesis.nodes}
 
     def verify(node_id: str, payload: bytes, signature: bytes) -> bool:
         key = keys_by_id.get(node_id)

@@ -1,0 +1,268 @@
+"""The node's HTTP API (aiohttp). Errors map to HTTP in one place: ``error_middleware``.
+
+Reads of chain data are open to consortium members. ``POST /txs`` carries its own
+signature. Registration is the hospital acting as its users' certificate authority.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pienode.api.render import block_json, jsonable, receipt_json
+from pienode.errors import EncodingError, NotFound, PieError, ValidationError
+from pienode.runtime.node import Node
+
+log = logging.getLogger("pienode.api")
+NODE: web.AppKey[Node] = web.AppKey("node", Node)
+OPENAPI = Path(__file__).with_name("openapi.json")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[NODE]
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:
+        node.metrics.api_requests.labels(str(exc.status)).inc()
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return web.json_response({"error": exc.reason}, status=exc.status)
+        raise
+    except PieError as exc:
+        node.metrics.api_requests.labels(str(exc.status)).inc()
+        if exc.status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.path, exc.message)
+        return web.json_response(jsonable(exc.to_json()), status=exc.status)
+    except Exception:
+        node.metrics.api_requests.labels("500").inc()
+        log.exception("internal error on %s %s", request.method, request.path)
+        return web.json_response({"error": "internal error"}, status=500)
+    node.metrics.api_requests.labels(str(resp.status)).inc()
+    return resp
+
+
+def _hex(value: str, what: str, size: int | None = None) -> bytes:
+    try:
+        out = bytes.fromhex(value)
+    except ValueError:
+        raise ValidationError(f"{what} must be hex") from None
+    if size is not None and len(out) != size:
+        raise ValidationError(f"{what} must be {size} bytes")
+    return out
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def status(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    r = node.driver.replica
+    head = node.ledger.head
+    peers = sorted(node.net.connected_peers()) if node.net else []
+    return web.json_response(
+        {
+            "node_id": node.node_id,
+            "chain_id": node.genesis.chain_id,
+            "height": head.height,
+            "last_block_hash": head.hash().hex(),
+            "last_block_time_ms": head.timestamp_ms,
+            "view": r.view,
+            "primary": r.primary,
+            "peers_connected": len(peers),
+            "peers": peers,
+            "checkpoint": r.stable_checkpoint,
+            "mempool": len(node.mempool),
+            "nodes": len(node.genesis.nodes),
+            "f": node.genesis.f,
+            "uptime_s": round(time.monotonic() - node.started_at, 1),
+        }
+    )
+
+
+async def get_block(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    try:
+        height = int(request.match_info["height"])
+    except ValueError:
+        raise ValidationError("height must be an integer") from None
+    block = node.ledger.block(height) if height >= 0 else None
+    if block is None:
+        raise NotFound(f"no block at height {height}", height=height)
+    return web.json_response(block_json(block, node.genesis.params.max_tx_bytes))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if node.net is not None:
+        up = node.net.connected_peers()
+        node.metrics.peers.set(len(up))
+        for n in node.genesis.node_ids:
+            if n != node.node_id:
+                node.metrics.peer_up.labels(n).set(1 if n in up else 0)
+        node.metrics.peer_bad_frames.set(getattr(node.net.stats, "bad_frames", 0))
+    resp = web.Response(body=generate_latest(node.metrics.registry))
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+async def _read_txs(request: web.Request) -> list[bytes]:
+    node = request.app[NODE]
+    limit = node.cfg.api.max_tx_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    if not body:
+        raise EncodingError("empty body: send one msgpack transaction or JSON {\"tx\": base64} / {\"txs\": [...]}")
+    if request.content_type == "application/json" or body[:1] in (b"{", b"["):
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise EncodingError("malformed JSON") from None
+        if not isinstance(doc, dict):
+            raise EncodingError("JSON body must be an object with 'tx' or 'txs'")
+        items = doc.get("txs") if "txs" in doc else [doc.get("tx")]
+        if not isinstance(items, list) or not items or len(items) > 1000:
+            raise EncodingError("'txs' must be a list of 1 to 1000 base64 transactions")
+        out = []
+        for item in items:
+            if not isinstance(item, str):
+                raise EncodingError("each transaction must be a base64 string")
+            try:
+                out.append(base64.b64decode(item, validate=True))
+            except (binascii.Error, ValueError):
+                raise EncodingError("transaction is not valid base64") from None
+        return out
+    return [body]
+
+
+async def post_txs(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    datas = await _read_txs(request)
+    wait = request.query.get("wait", "") in ("1", "true", "commit")
+    ids: list[bytes] = []
+    errors: list[dict[str, Any]] = []
+    for data in datas:
+        try:
+            ids.append(node.admit(data))
+        except PieError as exc:
+            if len(datas) == 1:
+                raise
+            errors.append(jsonable(exc.to_json()))
+    if not wait:
+        if len(datas) == 1:
+            return web.json_response({"tx_id": ids[0].hex(), "status": "pending"}, status=202)
+        return web.json_response({"tx_ids": [i.hex() for i in ids], "errors": errors}, status=202)
+    timeout = min(float(request.query.get("timeout_ms", node.cfg.api.max_wait_ms)), node.cfg.api.max_wait_ms) / 1000
+    results = []
+    for tx_id in ids:
+        done = await node.wait_committed(tx_id, timeout)
+        if done is None:
+            results.append({"tx_id": tx_id.hex(), "status": "pending"})
+        else:
+            results.append({"tx_id": tx_id.hex(), "status": "committed", "height": done[0],
+                             "receipt": receipt_json(done[1])})
+    if len(datas) == 1:
+        code = 200 if results[0]["status"] == "committed" else 202
+        return web.json_response(results[0], status=code)
+    return web.json_response({"results": results, "errors": errors})
+
+
+async def get_tx(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    tx_id = _hex(request.match_info["tx_id"], "tx id", 32)
+    wait_ms = min(int(request.query.get("wait_ms", "0") or 0), node.cfg.api.max_wait_ms)
+    if wait_ms > 0 and tx_id in node.mempool:
+        await node.wait_committed(tx_id, wait_ms / 1000)
+    height = node.ledger.tx_height(tx_id)
+    if height is None:
+        if tx_id in node.mempool:
+            return web.json_response({"tx_id": tx_id.hex(), "status": "pending"})
+        raise NotFound("unknown transaction", tx_id=tx_id.hex())
+    return web.json_response({"tx_id": tx_id.hex(), "status": "committed", "height": height,
+                              "receipt": receipt_json(node.receipt_at(height, tx_id))})
+
+
+async def register(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    try:
+        doc = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise EncodingError("malformed JSON") from None
+    if not isinstance(doc, dict):
+        raise EncodingError("expected a JSON object")
+    for f in ("role", "name", "sign_key", "enc_key"):
+        if not isinstance(doc.get(f), str):
+            raise ValidationError(f"field {f!r} is required")
+    from pienode.crypto.keys import PublicKey
+
+    sign_key = PublicKey.from_bytes(_hex(doc["sign_key"], "sign_key", 33))
+    enc_key = PublicKey.from_bytes(_hex(doc["enc_key"], "enc_key", 33))
+    out = await node.register_user(role=doc["role"], name=doc["name"], sign_key=sign_key.data, enc_key=enc_key.data)
+    return web.json_response(jsonable(out), status=201)
+
+
+async def get_user(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    from pienode.ledger import keys
+
+    cert = node.ledger.state(keys.user_key(request.match_info["user_id"]))
+    if cert is None:
+        raise NotFound("unknown user")
+    return web.json_response(jsonable(cert))
+
+
+async def get_record(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    from pienode.ledger import keys
+
+    rec = node.ledger.state(keys.record_key(request.match_info["record_id"]))
+    if rec is None:
+        raise NotFound("unknown record")
+    return web.json_response(jsonable(rec))
+
+
+async def genesis(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return web.Response(text=node.genesis.to_json(), content_type="application/json")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(text=OPENAPI.read_text(), content_type="application/json")
+
+
+def make_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=node.cfg.api.max_tx_body_bytes)
+    app[NODE] = node
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/genesis", genesis)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/blocks/{height}", get_block)
+    app.router.add_post("/txs", post_txs)
+    app.router.add_get("/txs/{tx_id}", get_tx)
+    app.router.add_post("/users/register", register)
+    app.router.add_get("/users/{user_id}", get_user)
+    app.router.add_get("/records/{record_id}", get_record)
+    return app
+
+
+async def serve(node: Node) -> web.AppRunner:
+    runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, node.cfg.api.host, node.cfg.api.port, reuse_address=True)
+    await site.start()
+    return runner
