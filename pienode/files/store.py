@@ -287,6 +287,22 @@ class PackStore:
         finally:
             w.abort()
 
+    def put_blocks(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
+        """Verify and store several blocks with one fsync (a batch fetched from peers).
+
+        Raises:
+            BlockDamaged: one of them does not match its CID; none is stored.
+        """
+        w = self.writer()
+        try:
+            for cid, data in blocks:
+                if not cid.matches(data):
+                    raise BlockDamaged("block does not match its CID", cid=str(cid))
+                w.put(cid, data)
+            w.commit()
+        finally:
+            w.abort()
+
     def add_root(self, root: CID, size: int) -> None:
         """Record ``root`` as a complete file here (its whole DAG must be stored)."""
         self._kv.put(b"R" + root.to_bytes(), _ROOT.pack(size, time.time()), sync=True)
