@@ -180,7 +180,8 @@ class Initiator:
             raise HandshakeError("refusing to dial myself")
         self._key, self._own_id, self._peer_id = key, own_id, peer_id
         self._peer_key, self._net = peer_key, network_id
-        self._eph, self._m1 = None, b""
+        self._eph: X25519PrivateKey | None = None
+        self._m1 = b""
         self.keys: SessionKeys | None = None
 
     def start(self) -> bytes:
@@ -211,7 +212,7 @@ class Initiator:
 class Responder:
     """The accepting side. Use: ``m2, a_r = respond(m1)``; ``keys = finish(a_i)``."""
 
-    __slots__ = ("_key", "_own_id", "_peers", "_net", "_th", "_k", "_peer_id")
+    __slots__ = ("_key", "_own_id", "_peers", "_net", "_th", "_eph", "_peer_eph", "_peer_id")
 
     def __init__(
         self,
@@ -222,7 +223,8 @@ class Responder:
     ) -> None:
         self._key, self._own_id, self._peers, self._net = key, own_id, peers, network_id
         self._th = b""
-        self._k: tuple[bytes, bytes] | None = None
+        self._eph: X25519PrivateKey | None = None
+        self._peer_eph = b""
         self._peer_id = ""
 
     @property
@@ -247,7 +249,9 @@ class Responder:
         eph, pub = _new_ephemeral()
         m2 = _hello(self._net, self._own_id, peer_id, pub)
         self._th = _transcript_hash(m1, m2)
-        self._k = _derive(eph, hello["eph"], self._th)  # type: ignore[arg-type]
+        # The Diffie-Hellman step waits for ``finish``: a stranger who cannot sign costs us
+        # one signature, not a key agreement as well.
+        self._eph, self._peer_eph = eph, hello["eph"]  # type: ignore[assignment]
         return m2, _auth_message(self._key, b"responder", self._th)
 
     def finish(self, a_i: bytes) -> SessionKeys:
@@ -256,9 +260,9 @@ class Responder:
         Raises:
             HandshakeError: bad or malformed signature.
         """
-        if self._k is None:
+        if self._eph is None:
             raise HandshakeError("handshake not started")
         _check_auth(a_i, self._peers[self._peer_id], b"initiator", self._th)
-        k_ir, k_ri = self._k
-        self._k = None
+        k_ir, k_ri = _derive(self._eph, self._peer_eph, self._th)
+        self._eph = None  # forward secrecy: drop the ephemeral secret as soon as possible
         return SessionKeys(self._peer_id, send_key=k_ri, recv_key=k_ir, transcript_hash=self._th)

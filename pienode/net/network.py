@@ -64,6 +64,28 @@ def _abort(writer: asyncio.StreamWriter) -> None:
         pass
 
 
+class _LogBudget:
+    """At most ``limit`` lines per ``window`` seconds, so a flood of strangers cannot fill the
+    disk with log lines; the next line that gets through says how many were swallowed."""
+
+    __slots__ = ("_limit", "_window", "_start", "_used", "_suppressed")
+
+    def __init__(self, limit: int = 20, window: float = 10.0) -> None:
+        self._limit, self._window = limit, window
+        self._start, self._used, self._suppressed = float("-inf"), 0, 0
+
+    def take(self, now: float) -> tuple[bool, int]:
+        """Returns (may log, lines suppressed since the last one logged)."""
+        if now - self._start >= self._window:
+            self._start, self._used = now, 0
+        if self._used >= self._limit:
+            self._suppressed += 1
+            return False, 0
+        self._used += 1
+        suppressed, self._suppressed = self._suppressed, 0
+        return True, suppressed
+
+
 class PeerNetwork:
     """Authenticated, encrypted, self-healing links to the consortium's other nodes.
 
@@ -92,8 +114,11 @@ class PeerNetwork:
         config: NetConfig | None = None,
     ) -> None:
         cfg = config or NetConfig()
-        overrides = {k: v for k, v in (("max_frame", max_frame), ("queue_limit", queue_limit)) if v is not None}
-        self.config = dataclasses.replace(cfg, **overrides) if overrides else cfg
+        if max_frame is not None:
+            cfg = dataclasses.replace(cfg, max_frame=max_frame)
+        if queue_limit is not None:
+            cfg = dataclasses.replace(cfg, queue_limit=queue_limit)
+        self.config = cfg
         self.node_id = node_id
         self._key = key
         self._peers = {pid: addr for pid, addr in peers.items() if pid != node_id}
@@ -107,6 +132,7 @@ class PeerNetwork:
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._handshakes: set[asyncio.Task[object]] = set()
         self._stopping = False
+        self._log_budget = _LogBudget()
         self.listen_port: int | None = None
 
     # ---- public surface ----------------------------------------------------------------
@@ -153,7 +179,7 @@ class PeerNetwork:
         self._stopping = True
         if self._server is not None:
             self._server.close()
-        tasks: list[asyncio.Task[object]] = [*self._dialers.values(), *self._handshakes]  # type: ignore[list-item]
+        tasks: list[asyncio.Task[object]] = [*self._dialers.values(), *self._handshakes]
         for task in tasks:
             task.cancel()
         links = list(self._links.values())
@@ -262,18 +288,25 @@ class PeerNetwork:
             why = "connection closed mid-handshake"
         else:
             why = type(exc).__name__
-        log.warning("%s: handshake with %s failed: %s", self.node_id, where, why)
+        allowed, suppressed = self._log_budget.take(asyncio.get_running_loop().time())
+        if allowed:
+            log.warning(
+                "%s: handshake with %s failed: %s%s", self.node_id, where, why,
+                f" ({suppressed} more since, not logged)" if suppressed else "",
+            )
 
     async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._stats.connections_in += 1
         if self._stopping or len(self._handshakes) >= self.config.max_pending_handshakes:
             self._stats.handshakes_refused_busy += 1
             self._stats.handshake_failures += 1
+            if self._log_budget.take(asyncio.get_running_loop().time())[0]:
+                log.warning("%s: too many pending handshakes; refusing a connection", self.node_id)
             _abort(writer)
             return
         task = asyncio.current_task()
         assert task is not None
-        self._handshakes.add(task)  # type: ignore[arg-type]
+        self._handshakes.add(task)
         peername = writer.get_extra_info("peername")
         where = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "unknown"
         try:
@@ -291,7 +324,7 @@ class PeerNetwork:
                 return
             self._install(keys, reader, writer, outbound=False)
         finally:
-            self._handshakes.discard(task)  # type: ignore[arg-type]
+            self._handshakes.discard(task)
 
     async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> SessionKeys:
         responder = Responder(self.node_id, self._key, self._peer_keys, self.config.network_id)

@@ -299,3 +299,17 @@ async def test_random_garbage_after_handshake_never_breaks_the_node():
             assert await closed_by_peer(reader)
         assert e.target.stats.bad_frames == 5
         await e.still_serves_real_peer()
+
+
+async def test_a_flood_of_strangers_costs_counters_not_log_lines(caplog):
+    caplog.set_level("WARNING", logger="pienode.net")
+    async with env() as e:
+        for _ in range(60):
+            reader, writer = await e.raw()
+            writer.write(b"\xff\xff\xff\xff")
+            assert await closed_by_peer(reader)
+            writer.close()
+        await until(lambda: e.target.stats.handshake_failures == 60)
+        lines = [r for r in caplog.records if r.name == "pienode.net" and "handshake" in r.getMessage()]
+        assert 1 <= len(lines) <= 20
+        await e.still_serves_real_peer()

@@ -150,12 +150,25 @@ def test_other_network_is_rejected(keys):
         Responder(B, keys[B], genesis(keys)).respond(initiator.start())
 
 
-def test_low_order_ephemeral_key_is_rejected(keys):
-    initiator = Initiator(A, keys[A], B, keys[B].public_key)
-    hello = unpack(initiator.start())
-    hello["eph"] = bytes(32)  # the all-zero point gives an all-zero shared secret
+def test_low_order_ephemeral_key_is_rejected_even_when_signed(keys):
+    # A genuine but broken (or malicious) peer sends the all-zero point, which would give an
+    # all-zero shared secret; both roles refuse it after checking the signature.
+    from pienode.net.handshake import _transcript_hash
+
+    responder = Responder(B, keys[B], genesis(keys))
+    m1 = pack({**unpack(Initiator(A, keys[A], B, keys[B].public_key).start()), "eph": bytes(32)})
+    m2, _ = responder.respond(m1)
+    a_i = pack({"sig": keys[A].sign(SIGN_DOMAIN, b"initiator" + _transcript_hash(m1, m2))})
     with pytest.raises(HandshakeError, match="degenerate"):
-        Responder(B, keys[B], genesis(keys)).respond(pack(hello))
+        responder.finish(a_i)
+
+    initiator = Initiator(A, keys[A], B, keys[B].public_key)
+    m1 = initiator.start()
+    m2, _ = Responder(B, keys[B], genesis(keys)).respond(m1)
+    m2 = pack({**unpack(m2), "eph": bytes(32)})
+    a_r = pack({"sig": keys[B].sign(SIGN_DOMAIN, b"responder" + _transcript_hash(m1, m2))})
+    with pytest.raises(HandshakeError, match="degenerate"):
+        initiator.finish(m2, a_r)
 
 
 @pytest.mark.parametrize(
