@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -44,9 +46,9 @@ def pieces(data: bytes, sizes: list[int]) -> Iterator[bytes]:
 
 def split_chunks(ct: bytes, chunk_size: int = C) -> tuple[bytes, list[bytes]]:
     """Split a whole encrypted stream into header and ciphertext chunks."""
-    full = chunk_size + TAG_SIZE
-    body = ct[HEADER_SIZE:]
-    return ct[:HEADER_SIZE], [body[i : i + full] for i in range(0, len(body), full)]
+    full = chunk_size + TAG_SIZE  # the header counts as part of chunk 0
+    parts = [ct[i : i + full] for i in range(0, len(ct), full)]
+    return parts[0][:HEADER_SIZE], [parts[0][HEADER_SIZE:]] + parts[1:]
 
 
 def fails(ct: bytes, key: bytes = KEY) -> None:
@@ -57,10 +59,18 @@ def fails(ct: bytes, key: bytes = KEY) -> None:
         list(decrypt_stream(key, (ct[i : i + 1] for i in range(len(ct)))))
 
 
-@pytest.mark.parametrize("n", [0, 1, C - 1, C, C + 1, 2 * C, 3 * C - 1, 5 * C, 1000])
+EXACT = [C - HEADER_SIZE, 2 * C - HEADER_SIZE, 5 * C - HEADER_SIZE]  # whole chunks
+
+
+@pytest.mark.parametrize("n", [0, 1, 38, 40, C - 1, C, C + 1, 2 * C, 3 * C - 1, 5 * C, 1000] + EXACT)
 def test_round_trip_sizes(n: int) -> None:
     data = os.urandom(n)
-    ct = encrypt_bytes(KEY, data, C)
+    parts = list(encrypt_stream(KEY, [data], C))
+    # Every chunk but the last ends on a multiple of C + 16 (the header counts in chunk 0).
+    ends = list(itertools.accumulate(len(p) for p in parts))[1:]
+    assert all(e % (C + TAG_SIZE) == 0 for e in ends[:-1])
+    assert len(parts) == 2 + max(0, -(-(n - (C - HEADER_SIZE)) // C))
+    ct = b"".join(parts)
     assert len(ct) == ciphertext_size(n, C)
     assert plaintext_size(len(ct), C) == n
     assert decrypt_bytes(KEY, ct) == data
@@ -74,11 +84,43 @@ def test_empty_input_is_one_final_empty_chunk() -> None:
     assert b"".join(decrypt_stream(KEY, [ct[:HEADER_SIZE], ct[HEADER_SIZE:]])) == b""
 
 
-def test_default_chunk_size_makes_256_kib_ciphertext_chunks() -> None:
+def test_default_chunk_size_aligns_ciphertext_chunks_to_256_kib_blocks() -> None:
     data = os.urandom(3 * s.DEFAULT_CHUNK_SIZE + 5)
     out = list(encrypt_stream(KEY, [data]))
-    assert [len(x) for x in out] == [HEADER_SIZE, 262144, 262144, 262144, 5 + TAG_SIZE]
-    assert b"".join(decrypt_stream(KEY, out)) == data
+    block = 256 * 1024
+    # Chunk 0 leaves room for the header, so the last chunk carries those 25 bytes + 5.
+    tail = HEADER_SIZE + 5 + TAG_SIZE
+    assert [len(x) for x in out] == [HEADER_SIZE, block - HEADER_SIZE, block, block, tail]
+    ct = b"".join(out)
+    assert len(ct) == 3 * block + tail == ciphertext_size(len(data))
+    # Blocks as the file store cuts them decrypt as they are.
+    blocks = [ct[i : i + block] for i in range(0, len(ct), block)]
+    assert b"".join(decrypt_stream(KEY, blocks)) == data
+
+
+def test_chunk_zero_is_shortened_by_the_header() -> None:
+    assert s.chunk_capacity(0, C) == C - HEADER_SIZE and s.chunk_capacity(1, C) == C
+    assert ciphertext_size(C - HEADER_SIZE, C) == C + TAG_SIZE
+    assert ciphertext_size(C - HEADER_SIZE + 1, C) == C + TAG_SIZE + 1 + TAG_SIZE
+
+
+def test_mutable_reused_input_buffer_round_trips() -> None:
+    # A reader that refills one bytearray (readinto) must not corrupt held-back chunks.
+    data = os.urandom(10 * C + 3)
+
+    def reader(step: int) -> Iterator[bytearray]:
+        buf = bytearray(step)
+        for i in range(0, len(data), step):
+            n = len(data[i : i + step])
+            buf[:n] = data[i : i + step]
+            yield buf if n == step else buf[:n]
+
+    for step in (C - HEADER_SIZE, C, 2 * C, 7, 3 * C + 1):
+        ct = b"".join(encrypt_stream(KEY, reader(step), C))
+        assert decrypt_bytes(KEY, ct) == data
+        cut = [bytearray(ct[i : i + step]) for i in range(0, len(ct), step)]
+        assert b"".join(decrypt_stream(KEY, cut)) == data
+        assert b"".join(decrypt_stream(KEY, (memoryview(x) for x in cut))) == data
 
 
 @settings(max_examples=60, deadline=None)
@@ -107,8 +149,12 @@ def test_two_encryptions_differ() -> None:
 def test_encryptor_api_matches_generator() -> None:
     data = os.urandom(2 * C + 7)
     enc = StreamEncryptor(KEY, C, salt=b"\x05" * 16)
-    parts = [enc.header(), enc.encrypt_chunk(data[:C], False), enc.encrypt_chunk(data[C : 2 * C], False)]
-    parts.append(enc.encrypt_chunk(data[2 * C :], True))
+    a = C - HEADER_SIZE
+    assert enc.next_capacity() == a
+    parts = [enc.header(), enc.encrypt_chunk(data[:a], False)]
+    assert enc.next_capacity() == C
+    parts.append(enc.encrypt_chunk(data[a : a + C], False))
+    parts.append(enc.encrypt_chunk(data[a + C :], True))
     assert decrypt_bytes(KEY, b"".join(parts)) == data
     with pytest.raises(CryptoError):
         enc.encrypt_chunk(b"more", True)  # after final
@@ -117,16 +163,18 @@ def test_encryptor_api_matches_generator() -> None:
 def test_encryptor_refuses_wrong_chunk_sizes() -> None:
     enc = StreamEncryptor(KEY, C)
     with pytest.raises(CryptoError):
-        enc.encrypt_chunk(b"x" * (C - 1), False)
+        enc.encrypt_chunk(b"x" * C, False)  # chunk 0 is shorter by the header
     with pytest.raises(CryptoError):
-        enc.encrypt_chunk(b"x" * (C + 1), True)
-    enc.encrypt_chunk(b"x" * C, False)
+        enc.encrypt_chunk(b"x" * (C - HEADER_SIZE + 1), True)
+    enc.encrypt_chunk(b"x" * (C - HEADER_SIZE), False)
+    with pytest.raises(CryptoError):
+        enc.encrypt_chunk(b"x" * (C - 1), False)
     with pytest.raises(CryptoError):
         enc.encrypt_chunk(b"", True)  # empty final only for an empty stream
 
 
 def test_decryptor_api() -> None:
-    data = os.urandom(C + 3)
+    data = os.urandom(C - HEADER_SIZE + 3)
     header, chunks = split_chunks(encrypt_bytes(KEY, data, C))
     dec = StreamDecryptor(KEY, header)
     out = dec.decrypt_chunk(chunks[0], False) + dec.decrypt_chunk(chunks[1], True)
@@ -145,7 +193,7 @@ def test_bad_key_length(bad: bytes) -> None:
 
 # --- tampering -----------------------------------------------------------------------------
 
-DATA = bytes(range(256)) * 2  # 512 bytes = 8 full chunks of 64: exact multiple
+DATA = (bytes(range(256)) * 2)[HEADER_SIZE:]  # chunk 0 (39 bytes) + 7 chunks of 64: exact
 
 
 @pytest.fixture(params=[len(DATA), len(DATA) - 9], ids=["exact-multiple", "odd-size"])
@@ -202,7 +250,7 @@ def test_extension_after_final_fails(ct: bytes) -> None:
 
 
 def test_splicing_between_streams_fails(ct: bytes) -> None:
-    other = encrypt_bytes(KEY, DATA[: len(ct) - HEADER_SIZE - 8 * TAG_SIZE], C)  # same key, same size
+    other = encrypt_bytes(KEY, bytes(plaintext_size(len(ct), C)), C)  # same key, same size
     assert len(other) == len(ct)
     h1, c1 = split_chunks(ct)
     h2, c2 = split_chunks(other)
@@ -237,7 +285,9 @@ def test_chunk_size_bounds() -> None:
     with pytest.raises(CryptoError):
         StreamEncryptor(KEY, s.MAX_CHUNK_SIZE + 1)
     with pytest.raises(StreamError):
-        plaintext_size(HEADER_SIZE + C + TAG_SIZE + 5, C)  # a tail too short to be a chunk
+        plaintext_size(C + TAG_SIZE + 5, C)  # a tail too short to be a chunk
+    with pytest.raises(StreamError):
+        plaintext_size(HEADER_SIZE + TAG_SIZE - 1, C)
 
 
 def test_nonce_index_overflow_is_refused() -> None:
@@ -288,3 +338,20 @@ def test_50_mb_stream_in_constant_memory() -> None:
     assert size == total
     assert got.digest() == expected.digest()
     assert peak < 4 * 1024 * 1024, f"peak {peak} bytes is not constant memory"
+
+
+def test_read_aligned_round_trips_and_falls_on_chunk_boundaries(tmp_path: Path) -> None:
+    data = os.urandom(9 * C + 11)
+    path = tmp_path / "record.bin"
+    path.write_bytes(data)
+    with path.open("rb") as f:
+        reads = list(s.read_aligned(f, C, chunks_per_read=2))
+    assert len(reads[0]) == C - HEADER_SIZE and all(len(r) == 2 * C for r in reads[1:-1])
+    assert b"".join(reads) == data
+    with path.open("rb") as f:
+        ct = b"".join(encrypt_stream(KEY, s.read_aligned(f, C), C))
+    assert decrypt_bytes(KEY, ct) == data
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    with empty.open("rb") as f:
+        assert decrypt_bytes(KEY, b"".join(encrypt_stream(KEY, s.read_aligned(f, C), C))) == b""

@@ -1,0 +1,263 @@
+"""Cryptography micro-benchmarks, ours next to the limit beneath them, in one run.
+
+    python3 benchmarks/crypto_bench.py [--mib 64] [--reps 5] [--json]
+
+Reports medians of ``--reps`` runs:
+- record streams (``pienode.crypto.stream``): encrypt / decrypt MiB/s at several chunk sizes,
+  against raw AES-256-GCM over the same chunks (no re-chunking, no stream format) and on one
+  whole buffer (what OpenSSL does with no framing at all);
+- proxy re-encryption (``pienode.crypto.pre``) per call in µs, against the bare umbral-pre
+  calls it wraps (the wrapper adds parsing and verification, which the raw column lacks
+  where noted);
+- sealing (``pienode.crypto.seal``);
+- signatures: ``pienode.crypto.keys`` (libsecp256k1) against pure-Python ``ecdsa``.
+
+This is a measurement tool, never imported by the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import umbral_pre as u  # noqa: E402  (raw baseline only; the node uses pienode.crypto.pre)
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+from ecdsa import SECP256k1, SigningKey  # noqa: E402
+from ecdsa.util import sigdecode_string, sigencode_string  # noqa: E402
+
+from pienode.crypto import pre, seal, stream  # noqa: E402
+from pienode.crypto.keys import PrivateKey  # noqa: E402
+from pienode.encoding import signing_payload  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def median_seconds(fn: Callable[[], object], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def per_call_us(fn: Callable[[], object], reps: int, calls: int) -> float:
+    """Median over ``reps`` batches of the mean time of one call, in µs."""
+    return median_seconds(lambda: [fn() for _ in range(calls)], reps) / calls * 1e6
+
+
+def read_pieces(data: memoryview, size: int) -> Iterator[memoryview]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def bench_stream(mib: int, reps: int) -> dict[str, object]:
+    key = os.urandom(32)
+    data = os.urandom(mib * MiB)
+    view = memoryview(data)
+    out: dict[str, object] = {"mib": mib}
+
+    aead = AESGCM(key)
+    nonce = os.urandom(12)
+    one = median_seconds(lambda: aead.encrypt(nonce, data, b""), reps)
+    out["aesgcm_one_buffer_mib_s"] = round(mib / one)
+
+    rows = []
+    for chunk in [64 * 1024 - 16, 256 * 1024 - 16, MiB - 16, 4 * MiB - 16]:
+
+        def raw() -> None:
+            for i in range(0, len(data), chunk):
+                aead.encrypt(nonce, view[i : i + chunk], b"h")
+
+        def enc() -> int:
+            n = 0
+            for c in stream.encrypt_stream(key, read_pieces(view, MiB), chunk):
+                n += len(c)
+            return n
+
+        ct = b"".join(stream.encrypt_stream(key, read_pieces(view, MiB), chunk))
+        ct_view = memoryview(ct)
+
+        def dec() -> int:
+            n = 0
+            # The ciphertext arrives as the file store's 256 KiB chunks.
+            for p in stream.decrypt_stream(key, read_pieces(ct_view, 256 * 1024)):
+                n += len(p)
+            return n
+
+        assert dec() == len(data)
+        rows.append(
+            {
+                "chunk": chunk,
+                "raw_aesgcm_chunks_mib_s": round(mib / median_seconds(raw, reps)),
+                "encrypt_mib_s": round(mib / median_seconds(enc, reps)),
+                "decrypt_mib_s": round(mib / median_seconds(dec, reps)),
+            }
+        )
+        del ct, ct_view
+    out["chunk_sizes"] = rows
+    sha = median_seconds(lambda: hashlib.sha256(data).digest(), reps)
+    out["sha256_mib_s"] = round(mib / sha)
+    return out
+
+
+def bench_pre(reps: int, calls: int) -> dict[str, object]:
+    d_sk, d_pk = pre.generate_keypair()
+    signer = pre.PreSecretKey.generate()
+    r_sk, r_pk = pre.generate_keypair()
+    kc, dek = pre.encapsulate(d_pk)
+    kfrags = pre.generate_kfrags(d_sk, r_pk, signer, 2, 4)
+    keys = {"delegating_pk": d_pk, "receiving_pk": r_pk, "verifying_pk": signer.public_key}
+    cfrags = [pre.reencrypt(kc, k, **keys) for k in kfrags[:2]]
+    assert pre.open_reencrypted(r_sk, d_pk, kc, cfrags, verifying_pk=signer.public_key) == dek
+
+    ud, upk, us = d_sk.umbral, d_pk.umbral, u.Signer(signer.umbral)
+    ur, urpk = r_sk.umbral, r_pk.umbral
+    cap, ct = u.encrypt(upk, dek)
+    ukf = u.generate_kfrags(ud, urpk, us, 2, 4, True, True)
+    ucf = [u.reencrypt(cap, k) for k in ukf[:2]]
+    raw_kf = [bytes(k) for k in ukf]
+    raw_cf = [bytes(c) for c in ucf]
+    vpk = signer.public_key.umbral
+
+    def raw_reencrypt_verified() -> object:
+        k = u.KeyFrag.from_bytes(raw_kf[0]).verify(vpk, upk, urpk)
+        return u.reencrypt(cap, k)
+
+    def raw_open_verified() -> object:
+        vc = [u.CapsuleFrag.from_bytes(c).verify(cap, vpk, upk, urpk) for c in raw_cf]
+        return u.decrypt_reencrypted(ur, upk, cap, vc, ct)
+
+    node_pk = r_pk
+    blob = seal.seal(node_pk, kfrags[0], b"kfrag/x")
+    cases: list[tuple[str, Callable[[], object], Callable[[], object] | None]] = [
+        ("encapsulate", lambda: pre.encapsulate(d_pk), lambda: u.encrypt(upk, dek)),
+        ("open_original", lambda: pre.open_original(d_sk, kc), lambda: u.decrypt_original(ud, cap, ct)),
+        (
+            "generate_kfrags t=2 n=4",
+            lambda: pre.generate_kfrags(d_sk, r_pk, signer, 2, 4),
+            lambda: u.generate_kfrags(ud, urpk, us, 2, 4, True, True),
+        ),
+        ("reencrypt (verifies kfrag)", lambda: pre.reencrypt(kc, kfrags[0], **keys), raw_reencrypt_verified),
+        ("reencrypt, raw without kfrag check", lambda: None, lambda: u.reencrypt(cap, ukf[0])),
+        (
+            "open_reencrypted 2 cfrags (verifies)",
+            lambda: pre.open_reencrypted(r_sk, d_pk, kc, cfrags, verifying_pk=signer.public_key),
+            raw_open_verified,
+        ),
+        (
+            "open_reencrypted, raw without cfrag checks",
+            lambda: None,
+            lambda: u.decrypt_reencrypted(ur, upk, cap, ucf, ct),
+        ),
+        ("seal 310-byte kfrag", lambda: seal.seal(node_pk, kfrags[0], b"kfrag/x"), None),
+        ("unseal", lambda: seal.unseal(r_sk, blob, b"kfrag/x"), None),
+    ]
+    rows = []
+    for name, ours, raw in cases:
+        row: dict[str, object] = {"op": name}
+        if name.endswith("raw without kfrag check") or name.endswith("raw without cfrag checks"):
+            row["ours_us"] = None
+        else:
+            row["ours_us"] = round(per_call_us(ours, reps, calls), 1)
+        row["raw_umbral_us"] = round(per_call_us(raw, reps, calls), 1) if raw else None
+        rows.append(row)
+    return {"calls_per_rep": calls, "ops": rows}
+
+
+def bench_signatures(reps: int, calls: int) -> dict[str, object]:
+    key = PrivateKey.generate()
+    pub = key.public_key
+    payload = os.urandom(500)
+    sig = key.sign("tx", payload)
+    sk = SigningKey.from_string(key.to_bytes(), curve=SECP256k1)
+    vk = sk.get_verifying_key()
+    msg = signing_payload("tx", payload)
+    esig = sk.sign(msg, hashfunc=hashlib.sha256, sigencode=sigencode_string)
+    assert pub.verify("tx", payload, sig)
+    assert vk.verify(sig, msg, hashfunc=hashlib.sha256, sigdecode=sigdecode_string)
+    slow_calls = max(1, calls // 20)
+    return {
+        "sign_us": {
+            "pienode_coincurve": round(per_call_us(lambda: key.sign("tx", payload), reps, calls), 1),
+            "ecdsa_pure_python": round(
+                per_call_us(
+                    lambda: sk.sign(msg, hashfunc=hashlib.sha256, sigencode=sigencode_string),
+                    reps,
+                    slow_calls,
+                ),
+                1,
+            ),
+        },
+        "verify_us": {
+            "pienode_coincurve": round(per_call_us(lambda: pub.verify("tx", payload, sig), reps, calls), 1),
+            "ecdsa_pure_python": round(
+                per_call_us(
+                    lambda: vk.verify(esig, msg, hashfunc=hashlib.sha256, sigdecode=sigdecode_string),
+                    reps,
+                    slow_calls,
+                ),
+                1,
+            ),
+        },
+    }
+
+
+def print_text(result: dict[str, object]) -> None:
+    s = result["stream"]
+    assert isinstance(s, dict)
+    print(f"== record stream, {s['mib']} MiB, MiB/s (median) ==")
+    print(f"AES-256-GCM on one whole buffer: {s['aesgcm_one_buffer_mib_s']}   SHA-256: {s['sha256_mib_s']}")
+    print(f"{'plaintext chunk':>16} {'raw GCM chunks':>15} {'stream enc':>11} {'stream dec':>11}")
+    for r in s["chunk_sizes"]:
+        print(
+            f"{r['chunk']:>16} {r['raw_aesgcm_chunks_mib_s']:>15} "
+            f"{r['encrypt_mib_s']:>11} {r['decrypt_mib_s']:>11}"
+        )
+    p = result["pre"]
+    assert isinstance(p, dict)
+    print("\n== proxy re-encryption, µs per call (median) ==")
+    print(f"{'op':<44} {'ours':>8} {'raw umbral':>11}")
+    for r in p["ops"]:
+        ours = "-" if r["ours_us"] is None else r["ours_us"]
+        raw = "-" if r["raw_umbral_us"] is None else r["raw_umbral_us"]
+        print(f"{r['op']:<44} {ours:>8} {raw:>11}")
+    g = result["signatures"]
+    assert isinstance(g, dict)
+    print("\n== secp256k1 signatures, µs per call (median) ==")
+    print(f"{'':<8} {'pienode (coincurve)':>20} {'ecdsa (pure Python)':>20}")
+    for op in ("sign_us", "verify_us"):
+        print(f"{op[:-3]:<8} {g[op]['pienode_coincurve']:>20} {g[op]['ecdsa_pure_python']:>20}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mib", type=int, default=64, help="stream size in MiB")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=200, help="calls per repetition (small ops)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    result = {
+        "stream": bench_stream(args.mib, args.reps),
+        "pre": bench_pre(args.reps, args.calls),
+        "signatures": bench_signatures(args.reps, args.calls),
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_text(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
