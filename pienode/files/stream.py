@@ -4,8 +4,8 @@ Owns: turning an async byte stream into a stored, durable DAG (``ingest``) and w
 DAG to serve a byte range (``read``), repairing missing or damaged blocks from a
 ``BlockSource`` (the peer exchange) on the way.
 
-Memory: ingest holds at most two batches of ``BATCH_CHUNKS`` chunks (the one being written
-in a worker thread, the one being received) plus the builder's link records; read holds one
+Memory: ingest holds at most ``PIPELINE`` + 1 batches of ``BATCH_CHUNKS`` chunks (hashing or
+being written in worker threads, plus the one being received) and the builder's link records; read holds one
 batch being served and one read ahead. Hashing and disk I/O run in worker threads in
 batches big enough that the hand-off cost is negligible, so the event loop keeps answering.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
@@ -28,6 +29,8 @@ from pienode.files.unixfs import DagBuilder, Rechunker
 
 BATCH_CHUNKS = 16  # 4 MiB per worker-thread hand-off
 READ_BATCH = 8  # leaves per read hand-off (2 MiB)
+PIPELINE = 3  # ingest batches in flight (hashing or writing)
+READ_AHEAD = 2  # read batches loading at once
 
 
 class BlockSource(Protocol):
@@ -38,16 +41,21 @@ class BlockSource(Protocol):
         ...
 
 
-def _write_leaves(w: PackWriter, builder: DagBuilder, leaves: list[bytes]) -> None:
-    for leaf in leaves:
-        cid = CID(RAW, hashlib.sha256(leaf).digest())
+def _hash_leaves(leaves: list[bytes | memoryview]) -> list[bytes]:
+    return [hashlib.sha256(leaf).digest() for leaf in leaves]
+
+
+def _write_leaves(
+    w: PackWriter, builder: DagBuilder, leaves: list[bytes | memoryview], digests: list[bytes]
+) -> None:
+    for leaf, digest in zip(leaves, digests):
+        cid = CID(RAW, digest)
         w.put(cid, leaf)
         for node_cid, block in builder.add_leaf_cid(cid, len(leaf)):
             w.put(node_cid, block)
 
 
-def _finish(w: PackWriter, builder: DagBuilder, leaves: list[bytes]) -> tuple[CID, int]:
-    _write_leaves(w, builder, leaves)
+def _finish(w: PackWriter, builder: DagBuilder) -> tuple[CID, int]:
     root, size, blocks = builder.finish()
     for cid, block in blocks:
         w.put(cid, block)
@@ -60,6 +68,10 @@ async def ingest(
 ) -> FileInfo:
     """Store the bytes of ``chunks`` as one file; returns its CID once durable.
 
+    Batches go through two stages in worker threads: hashing (batches may hash in
+    parallel, on both cores) and writing (strictly in file order, since the DAG builder
+    and the pack are sequential). At most ``PIPELINE`` batches are in flight.
+
     Raises:
         TooLarge: more than ``max_bytes`` arrived; nothing is kept.
         Whatever ``chunks`` raises (a broken upload); nothing is kept.
@@ -68,8 +80,20 @@ async def ingest(
     builder = DagBuilder()
     rechunker = Rechunker()
     total = 0
-    batch: list[bytes] = []
-    inflight: asyncio.Future[None] | None = None
+    batch: list[bytes | memoryview] = []
+    stages: deque[asyncio.Task[None]] = deque()
+
+    async def stage(leaves: list[bytes | memoryview], prev: asyncio.Task[None] | None) -> None:
+        digests = await asyncio.to_thread(_hash_leaves, leaves)
+        if prev is not None:
+            await prev
+        await asyncio.to_thread(_write_leaves, w, builder, leaves, digests)
+
+    async def push(leaves: list[bytes | memoryview]) -> None:
+        stages.append(asyncio.ensure_future(stage(leaves, stages[-1] if stages else None)))
+        while len(stages) > PIPELINE:
+            await stages.popleft()
+
     try:
         async for piece in chunks:
             total += len(piece)
@@ -77,23 +101,19 @@ async def ingest(
                 raise TooLarge("upload exceeds the maximum file size", max_bytes=max_bytes)
             batch += rechunker.feed(piece)
             if len(batch) >= BATCH_CHUNKS:
-                if inflight is not None:
-                    await inflight
-                inflight = asyncio.ensure_future(
-                    asyncio.to_thread(_write_leaves, w, builder, batch)
-                )
+                await push(batch)
                 batch = []
         tail = rechunker.flush()
         if tail is not None:
             batch.append(tail)
-        if inflight is not None:
-            await inflight
-            inflight = None
-        root, size = await asyncio.to_thread(_finish, w, builder, batch)
+        if batch:
+            await push(batch)
+        while stages:
+            await stages.popleft()
+        root, size = await asyncio.to_thread(_finish, w, builder)
     except BaseException:
-        if inflight is not None:
-            # The thread cannot be cancelled; let it finish before truncating its pack.
-            await asyncio.gather(inflight, return_exceptions=True)
+        # Threads cannot be cancelled; let every stage end before truncating the pack.
+        await asyncio.gather(*stages, return_exceptions=True)
         await asyncio.to_thread(w.abort)
         raise
     return FileInfo(str(root), size)
@@ -188,15 +208,21 @@ async def read(
     if start >= end:
         return
     leaves = _leaf_ranges(store, root, 0, start, end, source)
+    exhausted = False
 
-    async def next_batch() -> list[bytes]:
+    async def next_items() -> list[tuple[CID, int, int, int]]:
+        nonlocal exhausted
         items = []
-        async for item in leaves:
-            items.append(item)
-            if len(items) == READ_BATCH:
-                break
-        if not items:
-            return []
+        if not exhausted:
+            async for item in leaves:
+                items.append(item)
+                if len(items) == READ_BATCH:
+                    break
+            else:
+                exhausted = True
+        return items
+
+    async def load(items: list[tuple[CID, int, int, int]]) -> list[bytes]:
         blocks = await _get_blocks(store, [c for c, _, _, _ in items], source)
         out = []
         for (_c, expected, lo, hi), data in zip(items, blocks):
@@ -205,19 +231,24 @@ async def read(
             out.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
         return out
 
-    ahead: asyncio.Task[list[bytes]] = asyncio.ensure_future(next_batch())
+    # Batches load in worker threads READ_AHEAD at a time (hashing on both cores) while the
+    # caller consumes the oldest; the DAG walk itself stays sequential.
+    ahead: deque[asyncio.Task[list[bytes]]] = deque()
     try:
         while True:
-            current = await ahead
-            if not current:
+            while len(ahead) < READ_AHEAD:
+                items = await next_items()
+                if not items:
+                    break
+                ahead.append(asyncio.ensure_future(load(items)))
+            if not ahead:
                 return
-            ahead = asyncio.ensure_future(next_batch())
-            for piece in current:
+            for piece in await ahead.popleft():
                 yield piece
     finally:
-        if not ahead.done():
-            ahead.cancel()
-            await asyncio.gather(ahead, return_exceptions=True)
+        for task in ahead:
+            task.cancel()
+        await asyncio.gather(*ahead, return_exceptions=True)
         await leaves.aclose()
 
 

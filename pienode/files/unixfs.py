@@ -123,9 +123,11 @@ class Rechunker:
         self._buf = bytearray()
         self._size = size
 
-    def feed(self, data: bytes | memoryview) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes | memoryview]:
+        """Whole chunks completed by ``data``. Chunks that lie wholly inside ``data`` are
+        returned as memoryviews of it (no copy), so ``data`` must not change afterwards."""
         view = memoryview(data)
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         if self._buf:
             need = self._size - len(self._buf)
             self._buf += view[:need]
@@ -135,7 +137,7 @@ class Rechunker:
             out.append(bytes(self._buf))
             self._buf = bytearray()
         while len(view) >= self._size:
-            out.append(bytes(view[: self._size]))
+            out.append(view[: self._size])
             view = view[self._size :]
         if len(view):
             self._buf += view
