@@ -47,7 +47,7 @@ class NetConfig:
         idle_timeout: seconds of receive silence after which the link is declared dead.
         backoff_initial, backoff_max: reconnect delay range (doubling, with jitter).
         max_inflight_requests: requests from one peer served concurrently; more wait
-            (this bounds the memory that responses can take, so responses skip queue_limit).
+            (the reader stops reading that peer). Answers count against the queue bounds.
         network_id: bound into the handshake, so two consortia never link by mistake.
     """
 

@@ -49,6 +49,7 @@ OnMessage = Callable[[str, int, bytes], "Awaitable[None] | None"]
 OnRequest = Callable[[str, int, bytes], Awaitable[bytes]]
 
 _MAX_ERROR_TEXT = 300
+WRITE_BUFFER_HIGH = 1024 * 1024
 
 
 def _error_text(exc: BaseException) -> str:
@@ -105,6 +106,9 @@ class Link:
     # ---- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        # A larger write buffer lets the next frame be sealed while the last one is still
+        # going out; drain() still bounds it.
+        self._writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         name = f"{self._node_id}->{self.peer_id}"
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"net-read {name}"),
@@ -152,7 +156,7 @@ class Link:
     ) -> bool:
         """Queue one message without blocking. False (and a counted drop) if the queue is full.
 
-        ``force`` skips the limits; it is for responses and pings, which are bounded elsewhere.
+        ``force`` skips the limits; it is for keepalive pings (at most one per interval).
         """
         if self._closed:
             self._stats.drops_not_connected += 1
@@ -186,6 +190,8 @@ class Link:
 
     async def request(self, channel: int, payload: bytes, timeout: float) -> bytes:
         """Send a request on this link and wait for its response (see ``PeerNetwork.request``)."""
+        if self._closed:
+            raise PeerUnavailable("link closed", peer=self.peer_id)
         request_id = self._next_request_id
         self._next_request_id += 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -216,8 +222,8 @@ class Link:
                 parts.append(payload)
                 size += item
                 count += 1
-            if size >= self._coalesce:
-                break
+            if self._hi or size >= self._coalesce:
+                break  # a waiting consensus message goes in the next frame, ahead of bulk
         return b"".join(parts), count
 
     async def _write_loop(self) -> None:
@@ -347,7 +353,9 @@ class Link:
                         self._node_id, self.peer_id, channel, type(exc).__name__,
                     )
                     kind, answer = KIND_ERROR, _error_text(exc).encode("utf-8")
-            self.enqueue(kind, channel, request_id, bytes(answer), force=True)
+            # Not forced: a peer that keeps asking but never reads its answers must hit the
+            # queue bound (its requests then time out) rather than grow our memory.
+            self.enqueue(kind, channel, request_id, bytes(answer))
         finally:
             self._inflight.release()
 

@@ -43,6 +43,10 @@ from pienode.net.link import Link, OnMessage, OnRequest
 
 log = logging.getLogger("pienode.net")
 
+#: asyncio's StreamReader stops reading the socket once it buffers twice this much. The
+#: default (64 KiB) makes a 256 KiB chunk pause and resume the socket several times.
+STREAM_LIMIT = 1024 * 1024
+
 
 async def _read_handshake_message(reader: asyncio.StreamReader) -> bytes:
     prefix = await reader.readexactly(4)
@@ -88,6 +92,9 @@ class _LogBudget:
 
 class PeerNetwork:
     """Authenticated, encrypted, self-healing links to the consortium's other nodes.
+
+    Use it from the event loop's thread only (``send`` and ``broadcast`` are plain calls that
+    never block; ``request``, ``start`` and ``stop`` are coroutines).
 
     Args:
         node_id: this node's id in genesis.
@@ -146,6 +153,10 @@ class PeerNetwork:
         """Largest payload ``send``/``request`` accept (``max_frame`` minus framing)."""
         return self._max_payload
 
+    def queue_depths(self) -> dict[str, tuple[int, int]]:
+        """Messages waiting per connected peer: (priority, bulk). For metrics."""
+        return {pid: link.queued() for pid, link in self._links.items() if not link.is_closed}
+
     def connected_peers(self) -> set[str]:
         return {pid for pid, link in self._links.items() if not link.is_closed}
 
@@ -161,10 +172,10 @@ class PeerNetwork:
             raise RuntimeError("PeerNetwork already started")
         self._stopping = False
         if sock is not None:
-            self._server = await asyncio.start_server(self._on_inbound, sock=sock)
+            self._server = await asyncio.start_server(self._on_inbound, sock=sock, limit=STREAM_LIMIT)
         else:
             self._server = await asyncio.start_server(
-                self._on_inbound, listen_host, listen_port, reuse_address=True
+                self._on_inbound, listen_host, listen_port, reuse_address=True, limit=STREAM_LIMIT
             )
         self.listen_port = self._server.sockets[0].getsockname()[1]
         for peer_id in sorted(self._peers):
@@ -335,7 +346,7 @@ class PeerNetwork:
 
     async def _dial(self, peer_id: str) -> tuple[SessionKeys, asyncio.StreamReader, asyncio.StreamWriter]:
         addr = self._peers[peer_id]
-        reader, writer = await asyncio.open_connection(addr.host, addr.port)
+        reader, writer = await asyncio.open_connection(addr.host, addr.port, limit=STREAM_LIMIT)
         try:
             initiator = Initiator(self.node_id, self._key, peer_id, addr.public_key, self.config.network_id)
             writer.write(_framed(initiator.start()))

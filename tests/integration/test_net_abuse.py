@@ -313,3 +313,25 @@ async def test_a_flood_of_strangers_costs_counters_not_log_lines(caplog):
         lines = [r for r in caplog.records if r.name == "pienode.net" and "handshake" in r.getMessage()]
         assert 1 <= len(lines) <= 20
         await e.still_serves_real_peer()
+
+
+async def test_peer_that_asks_but_never_reads_cannot_grow_our_queues():
+    from pienode.net.frames import KIND_REQUEST
+
+    async with env(NetConfig(queue_bytes=200_000)) as e:
+        _, writer, sealer = await e.authenticated()
+        payload = bytes(10_000)
+        for batch in range(40):  # 2,000 requests, ~20 MB of answers that nobody reads
+            record = b"".join(
+                encode_header(KIND_REQUEST, CHANNEL_SYNC, batch * 50 + i + 1, len(payload)) + payload
+                for i in range(50)
+            )
+            frame = sealer.seal(record)
+            writer.write(len(frame).to_bytes(4, "big") + frame)
+            await writer.drain()
+        await until(lambda: e.target.stats.requests_in == 2000)
+        await until(lambda: e.target.stats.drops_queue_full > 0)
+        priority, bulk = e.target.queue_depths()[RAW]
+        assert bulk * len(payload) <= 200_000 and priority == 0
+        await e.still_serves_real_peer()
+        writer.close()
