@@ -44,6 +44,8 @@ KEY_CAPSULE_VERSION = 1
 MAX_SHARES = 255
 
 _LEN = struct.Struct(">H")
+# Exported by umbral-pre at run time but missing from its type stubs.
+_VerificationError: type[Exception] = getattr(_u, "VerificationError")
 
 
 class PreError(CryptoError):
@@ -57,7 +59,7 @@ def _umbral(what: str) -> Iterator[None]:
         yield
     except PreError:
         raise
-    except _u.VerificationError as exc:
+    except _VerificationError as exc:
         raise PreError(f"{what}: verification failed ({exc})") from None
     except (ValueError, TypeError) as exc:
         raise PreError(f"{what}: {exc}") from None
@@ -113,10 +115,12 @@ class PreSecretKey:
     keep signing keys and PRE keys apart unless there is a reason not to.
     """
 
-    __slots__ = ("_sk",)
+    __slots__ = ("_sk", "_pk")
 
     def __init__(self, sk: _u.SecretKey) -> None:
         self._sk = sk
+        # Deriving the public key costs ~120 µs in umbral-pre; do it once.
+        self._pk: PrePublicKey | None = None
 
     @classmethod
     def generate(cls) -> "PreSecretKey":
@@ -135,7 +139,9 @@ class PreSecretKey:
 
     @property
     def public_key(self) -> PrePublicKey:
-        return PrePublicKey(self._sk.public_key().to_compressed_bytes())
+        if self._pk is None:
+            self._pk = PrePublicKey(self._sk.public_key().to_compressed_bytes())
+        return self._pk
 
     @property
     def umbral(self) -> _u.SecretKey:
@@ -174,10 +180,17 @@ def split_key_capsule(key_capsule: bytes) -> tuple[bytes, bytes]:
     return data[start : start + n], data[start + n :]
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_capsule(raw: bytes) -> _u.Capsule:
+    # Parsing checks the capsule's proof (~350 µs); a node re-encrypts one record's capsule
+    # for every requester, so parsed capsules (immutable) are kept.
+    with _umbral("invalid capsule"):
+        return _u.Capsule.from_bytes(raw)
+
+
 def _parse_key_capsule(key_capsule: bytes) -> tuple[_u.Capsule, bytes]:
     raw, ciphertext = split_key_capsule(key_capsule)
-    with _umbral("invalid key capsule"):
-        return _u.Capsule.from_bytes(raw), ciphertext
+    return _parse_capsule(raw), ciphertext
 
 
 def encapsulate(delegating_pk: PrePublicKey) -> tuple[bytes, bytes]:
@@ -227,8 +240,7 @@ def decrypt_small(recipient_sk: PreSecretKey, capsule: bytes, ciphertext: bytes)
     Raises:
         PreError: malformed capsule, wrong key, or tampered ciphertext.
     """
-    with _umbral("invalid capsule"):
-        parsed = _u.Capsule.from_bytes(bytes(capsule))
+    parsed = _parse_capsule(bytes(capsule))
     with _umbral("cannot decrypt (wrong key or tampered ciphertext)"):
         return _u.decrypt_original(recipient_sk.umbral, parsed, bytes(ciphertext))
 
@@ -350,8 +362,7 @@ def _parse_capsule_any(key_capsule: bytes) -> _u.Capsule:
     data = bytes(key_capsule)
     if data[:1] == bytes([KEY_CAPSULE_VERSION]):
         return _parse_key_capsule(data)[0]
-    with _umbral("invalid capsule"):
-        return _u.Capsule.from_bytes(data)
+    return _parse_capsule(data)
 
 
 def open_reencrypted(

@@ -100,6 +100,7 @@ def parse_header(header: bytes) -> int:
     if len(header) != HEADER_SIZE:
         raise StreamError("truncated stream header")
     magic, version, chunk_size, _salt = _HEADER.unpack(header)
+    chunk_size = int(chunk_size)
     if magic != MAGIC:
         raise StreamError("not an encrypted PIE stream (bad magic)")
     if version != VERSION:

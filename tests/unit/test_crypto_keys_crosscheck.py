@@ -24,8 +24,13 @@ DOMAIN = "tx"
 def ecdsa_verify(pub: PublicKey, domain: str, payload: bytes, sig: bytes) -> bool:
     vk = VerifyingKey.from_string(pub.data, curve=SECP256k1)
     try:
-        return vk.verify(
-            sig, signing_payload(domain, payload), hashfunc=hashlib.sha256, sigdecode=sigdecode_string
+        return bool(
+            vk.verify(
+                sig,
+                signing_payload(domain, payload),
+                hashfunc=hashlib.sha256,
+                sigdecode=sigdecode_string,
+            )
         )
     except BadSignatureError:
         return False
@@ -33,13 +38,15 @@ def ecdsa_verify(pub: PublicKey, domain: str, payload: bytes, sig: bytes) -> boo
 
 def ecdsa_sign(secret: bytes, domain: str, payload: bytes, *, low_s: bool = True) -> bytes:
     sk = SigningKey.from_string(secret, curve=SECP256k1)
-    sig = sk.sign(signing_payload(domain, payload), hashfunc=hashlib.sha256, sigencode=sigencode_string)
+    sig = sk.sign(
+        signing_payload(domain, payload), hashfunc=hashlib.sha256, sigencode=sigencode_string
+    )
     r, s = sigdecode_string(sig, ORDER)
     if low_s and s > ORDER // 2:
         s = ORDER - s
     if not low_s and s <= ORDER // 2:
         s = ORDER - s
-    return sigencode_string(r, s, ORDER)
+    return bytes(sigencode_string(r, s, ORDER))
 
 
 @pytest.fixture(scope="module")

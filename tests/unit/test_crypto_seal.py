@@ -91,7 +91,10 @@ def test_kfrag_sealed_to_each_node_opens_only_there() -> None:
     signer = PreSecretKey.generate()
     bob_sk, bob_pk = pre.generate_keypair()
     kfrags = pre.generate_kfrags(d_sk, bob_pk, signer, 2, 4)
-    sealed = [seal.seal(pk, kf, b"kfrag/g1/" + bytes([i])) for i, ((_, pk), kf) in enumerate(zip(nodes, kfrags))]
+    sealed = [
+        seal.seal(pk, kf, b"kfrag/g1/" + bytes([i]))
+        for i, ((_, pk), kf) in enumerate(zip(nodes, kfrags))
+    ]
     for i, (sk, _) in enumerate(nodes):
         assert seal.unseal(sk, sealed[i], b"kfrag/g1/" + bytes([i])) == kfrags[i]
         with pytest.raises(SealError):

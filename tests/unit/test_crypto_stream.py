@@ -62,7 +62,10 @@ def fails(ct: bytes, key: bytes = KEY) -> None:
 EXACT = [C - HEADER_SIZE, 2 * C - HEADER_SIZE, 5 * C - HEADER_SIZE]  # whole chunks
 
 
-@pytest.mark.parametrize("n", [0, 1, 38, 40, C - 1, C, C + 1, 2 * C, 3 * C - 1, 5 * C, 1000] + EXACT)
+SIZES = [0, 1, 38, 40, C - 1, C, C + 1, 2 * C, 3 * C - 1, 5 * C, 1000]
+
+
+@pytest.mark.parametrize("n", SIZES + EXACT)
 def test_round_trip_sizes(n: int) -> None:
     data = os.urandom(n)
     parts = list(encrypt_stream(KEY, [data], C))
