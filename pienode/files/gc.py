@@ -123,7 +123,6 @@ def _move(store: "PackStore", blocks: list[tuple[bytes, int, int]]) -> bool:
     from pienode.files.store import BlockDamaged
 
     w = store.writer()
-    moved_bytes = 0
     try:
         for d, _off, n in sorted(blocks, key=lambda b: b[1]):
             # The codec does not matter to the pack: both CIDs share the digest.
@@ -133,13 +132,9 @@ def _move(store: "PackStore", blocks: list[tuple[bytes, int, int]]) -> bool:
             except BlockDamaged:
                 return False
             w.put(cid, data, force=True)
-            moved_bytes += n
         w.commit()
     finally:
         w.abort()
-    # commit counted the moved blocks as new ones; they were already counted.
-    store._blocks -= len(blocks)
-    store._bytes -= moved_bytes
     return True
 
 

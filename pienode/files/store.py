@@ -101,6 +101,7 @@ class PackWriter:
         self._end = start
         self._pending: dict[bytes, tuple[int, int]] = {}
         self._deduped: set[bytes] = set()
+        self._forced: set[bytes] = set()
         self.closed = False
 
     def put(self, cid: CID, data: bytes | memoryview, *, force: bool = False) -> None:
@@ -111,7 +112,9 @@ class PackWriter:
         d = cid.digest
         if d in self._pending or d in self._deduped:
             return
-        if not force:
+        if force:
+            self._forced.add(d)
+        else:
             # Claimed before the check, so a concurrent gc cannot drop the stored copy
             # between this check and our commit.
             self._store._claim(d)
@@ -260,6 +263,12 @@ class PackStore:
     def _commit(self, w: PackWriter, ops: WriteOps, pending: dict[bytes, tuple[int, int]],
                 root: CID | None) -> None:
         with self._lock:
+            # Blocks written with ``force`` may replace an indexed copy: count them once.
+            for d in w._forced:
+                old = self._kv.get(b"B" + d)
+                if old is not None:
+                    self._blocks -= 1
+                    self._bytes -= _LOC.unpack(old)[2]
             self._kv.write(ops, sync=True)
             for _, n in pending.values():
                 self._blocks += 1
@@ -276,19 +285,12 @@ class PackStore:
                 os.close(w._fd)
 
     def put_block(self, cid: CID, data: bytes, *, replace: bool = False) -> None:
-        """Verify and store one block durably (for blocks fetched from peers);
-        ``replace`` writes a fresh copy even if the index has one (repair of damage)."""
-        if not cid.matches(data):
-            raise BlockDamaged("block does not match its CID", cid=str(cid))
-        w = self.writer()
-        try:
-            w.put(cid, data, force=replace)
-            w.commit()
-        finally:
-            w.abort()
+        """Verify and store one block durably; see ``put_blocks``."""
+        self.put_blocks([(cid, data)], replace=replace)
 
-    def put_blocks(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
-        """Verify and store several blocks with one fsync (a batch fetched from peers).
+    def put_blocks(self, blocks: Iterable[tuple[CID, bytes]], *, replace: bool = False) -> None:
+        """Verify and store blocks (fetched from peers) with one fsync; ``replace`` writes a
+        fresh copy even where the index has one (repair of a damaged copy).
 
         Raises:
             BlockDamaged: one of them does not match its CID; none is stored.
@@ -298,7 +300,7 @@ class PackStore:
             for cid, data in blocks:
                 if not cid.matches(data):
                     raise BlockDamaged("block does not match its CID", cid=str(cid))
-                w.put(cid, data)
+                w.put(cid, data, force=replace)
             w.commit()
         finally:
             w.abort()

@@ -151,10 +151,8 @@ async def _get_blocks(
             raise BlockMissing("block not found here or at any peer", cid=str(missing[0]))
 
         def save() -> None:
-            for cid in wanted:
-                if not cid.matches(got[cid]):  # never trust the source blindly
-                    raise BlockDamaged("peer block does not match its CID", cid=str(cid))
-                store.put_block(cid, got[cid], replace=True)
+            # put_blocks verifies each against its CID again: never trust the source blindly.
+            store.put_blocks([(cid, got[cid]) for cid in wanted], replace=True)
             if damaged:
                 store.note_repaired(damaged)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pienode.errors import TooLarge
+from pienode.files.admin import verify
 from pienode.files.cid import CID
 from pienode.files.store import BlockDamaged, BlockMissing, PackStore
 from pienode.files.stream import ingest, read, stat
@@ -150,9 +151,12 @@ async def test_damaged_byte_detected_and_repaired_from_source(tmp_path: Path) ->
         info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
         await ingest(other, _pieces(DATA), max_bytes=1 << 30)
         leaf = cid_of_bytes(DATA[CHUNK_SIZE : 2 * CHUNK_SIZE])
+        blocks_before = store.stats().blocks
         _damage_one_byte(store, leaf)
         with pytest.raises(BlockDamaged):
             store.get_block(leaf)
+        report = verify(store)
+        assert not report.ok and report.damaged == [str(leaf)]
         with pytest.raises(BlockDamaged):
             await _read_all(store, info.cid)
 
@@ -162,6 +166,8 @@ async def test_damaged_byte_detected_and_repaired_from_source(tmp_path: Path) ->
 
         assert await _read_all(store, info.cid, source=Peer()) == DATA
         assert store.stats().chunks_repaired == 1
+        assert store.stats().blocks == blocks_before
+        assert verify(store).ok
         assert store.get_block(leaf) == DATA[CHUNK_SIZE : 2 * CHUNK_SIZE]
         assert await _read_all(store, info.cid) == DATA
     finally:
