@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pienode.crypto import pre
 from pienode.crypto.keys import PrivateKey
@@ -278,3 +280,34 @@ def test_errors_are_crypto_errors_with_a_message(grant: Grant) -> None:
 def test_dek_is_random_bytes(grant: Grant) -> None:
     deks = {pre.encapsulate(grant.delegating_pk)[1] for _ in range(50)}
     assert len(deks) == 50
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(junk=st.binary(max_size=400), pos=st.integers(0, 399), byte=st.integers(0, 255))
+def test_malformed_input_only_ever_raises_crypto_error(
+    grant: Grant, junk: bytes, pos: int, byte: int
+) -> None:
+    # Nodes parse kfrags, capsules and keys that come from other people: whatever the bytes,
+    # the only failure is a CryptoError (never a panic or an unrelated exception).
+    def flipped(data: bytes) -> bytes:
+        b = bytearray(data)
+        b[pos % len(b)] ^= byte or 1
+        return bytes(b)
+
+    attempts = [
+        lambda: pre.reencrypt(junk, grant.kfrags[0], **grant.keys()),
+        lambda: pre.reencrypt(grant.key_capsule, junk, **grant.keys()),
+        lambda: pre.reencrypt(flipped(grant.key_capsule), grant.kfrags[0], **grant.keys()),
+        lambda: grant.open([junk, grant.cfrags[1]]),
+        lambda: grant.open([grant.cfrags[0], grant.cfrags[1]], flipped(grant.key_capsule)),
+        lambda: pre.open_original(grant.delegating_sk, junk),
+        lambda: PrePublicKey.from_bytes(junk[:33].ljust(33, b"\x02")),
+        lambda: PreSecretKey.from_bytes(junk[:32].ljust(32, b"\x00")),
+    ]
+    for attempt in attempts:
+        try:
+            attempt()
+        except CryptoError:
+            pass
