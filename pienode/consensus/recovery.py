@@ -1,0 +1,122 @@
+"""What a replica persists, under which keys, and how it is read back after a crash.
+
+Owns: the key layout of the consensus store (the runtime keeps these keys under its own
+prefix) and ``RecoveredState``. A replica persists, before sending the vote it covers:
+- ``view``: current view and whether it is active (written before a VIEW-CHANGE is sent);
+- ``vc``: our VIEW-CHANGE for the view we are moving to, ``nv``: the NEW-VIEW we accepted;
+- ``pp/<seq>``: the pre-prepare we accepted (or issued) in the latest view, with its batch,
+  so after a restart we never prepare or pre-prepare another digest in that view;
+- ``pc/<seq>``: our prepared certificate (before our COMMIT), which a later VIEW-CHANGE
+  must report (§4.4: committed batches survive view changes through prepared certificates);
+- ``oc/<seq>``: our own CHECKPOINT messages; ``stable``: the stable checkpoint and its proof.
+Everything at or below the stable checkpoint is deleted (§4.3 garbage collection).
+
+Never: touches a database itself (it emits and reads plain key/value pairs).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from pienode.consensus.messages import (
+    CHECKPOINT, NEW_VIEW, PRE_PREPARE, VIEW_CHANGE, Checkpoint, GENESIS_DIGEST, MessageError,
+    NewView, PrePrepare, PreparedCert, ViewChange, pair, parse_nested, prepared_fields,
+)
+from pienode.consensus.messages import _parse_prepared  # shared strict parser
+from pienode.encoding import pack, unpack
+from pienode.errors import EncodingError, StorageError
+
+#: Bump when the layout changes; stored under ``KEY_LAYOUT``.
+LAYOUT_VERSION = 1
+KEY_LAYOUT = b"layout"
+KEY_VIEW = b"view"
+KEY_VIEW_CHANGE = b"vc"
+KEY_NEW_VIEW = b"nv"
+KEY_STABLE = b"stable"
+PREFIX_PRE_PREPARE = b"pp/"
+PREFIX_PREPARED = b"pc/"
+PREFIX_OWN_CHECKPOINT = b"oc/"
+
+
+def seq_key(prefix: bytes, seq: int) -> bytes:
+    return prefix + struct.pack(">Q", seq)
+
+
+def view_value(view: int, active: bool) -> bytes:
+    return pack([view, active])
+
+
+def pre_prepare_value(pp: PrePrepare, batch_bytes: bytes | None) -> bytes:
+    return pack([pair(pp), batch_bytes])
+
+
+def prepared_value(cert: PreparedCert) -> bytes:
+    return pack(prepared_fields(cert))
+
+
+def stable_value(seq: int, digest: bytes, proof: tuple[Checkpoint, ...]) -> bytes:
+    return pack([seq, digest, [pair(c) for c in proof]])
+
+
+@dataclass(slots=True)
+class RecoveredState:
+    """A replica's durable state as read back after a restart."""
+
+    last_executed_seq: int
+    last_executed_digest: bytes
+    view: int = 0
+    active: bool = True
+    view_change: ViewChange | None = None
+    new_view: NewView | None = None
+    stable_seq: int = 0
+    stable_digest: bytes = GENESIS_DIGEST
+    stable_proof: tuple[Checkpoint, ...] = ()
+    pre_prepares: dict[int, tuple[PrePrepare, bytes | None]] = field(default_factory=dict)
+    prepared: dict[int, PreparedCert] = field(default_factory=dict)
+    own_checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[bytes, bytes]], last_executed_seq: int,
+                   last_executed_digest: bytes) -> "RecoveredState":
+        """Rebuild from the persisted pairs (keys without the runtime's prefix).
+
+        Raises:
+            StorageError: if a stored value is corrupt (our own data: stop loudly).
+        """
+        st = cls(last_executed_seq, last_executed_digest)
+        try:
+            for key, value in items:
+                st._load(bytes(key), bytes(value))
+        except (EncodingError, ValueError, TypeError, struct.error) as exc:
+            raise StorageError(f"corrupt consensus state: {exc}") from None
+        return st
+
+    def _load(self, key: bytes, value: bytes) -> None:
+        if key == KEY_LAYOUT:
+            if unpack(value) != LAYOUT_VERSION:
+                raise StorageError("unknown consensus key layout", key=key.hex())
+        elif key == KEY_VIEW:
+            view, active = unpack(value)
+            self.view, self.active = int(view), bool(active)
+        elif key == KEY_VIEW_CHANGE:
+            self.view_change = parse_nested(unpack(value), VIEW_CHANGE)
+        elif key == KEY_NEW_VIEW:
+            self.new_view = parse_nested(unpack(value), NEW_VIEW)
+        elif key == KEY_STABLE:
+            seq, digest, proof = unpack(value)
+            self.stable_seq, self.stable_digest = int(seq), bytes(digest)
+            self.stable_proof = tuple(parse_nested(c, CHECKPOINT) for c in proof)
+        elif key.startswith(PREFIX_PRE_PREPARE):
+            pp_pair, batch_bytes = unpack(value)
+            pp = parse_nested(pp_pair, PRE_PREPARE)
+            self.pre_prepares[pp.seq] = (pp, batch_bytes)
+        elif key.startswith(PREFIX_PREPARED):
+            cert = _parse_prepared(unpack(value))
+            self.prepared[cert.pre_prepare.seq] = cert
+        elif key.startswith(PREFIX_OWN_CHECKPOINT):
+            cp = parse_nested(unpack(value), CHECKPOINT)
+            self.own_checkpoints[cp.seq] = cp
+        else:
+            raise MessageError(f"unknown consensus key {key[:16]!r}")

@@ -1,0 +1,957 @@
+"""The PBFT replica: a pure state machine (Castro-Liskov, OSDI'99 / TOCS'02).
+
+Owns: the protocol state of one replica and every decision it takes: batching client
+requests (primary), the three-phase normal case (§4.2), checkpoints and log truncation
+(§4.3), view changes (§4.4) and the retransmission that keeps lost messages from stalling
+anyone. Each entry point takes the runtime's clock reading ``now_ms`` and returns the
+actions to carry out, in order; at most one ``Persist`` comes first, so our votes reach disk
+before any message that carries them.
+
+Never: imports asyncio, sockets, a clock or a database; raises on a peer's bad message
+(it is discarded and counted in ``stats``). A broken invariant of our own raises.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterable
+
+from pienode.consensus import recovery as keys
+from pienode.consensus.actions import (
+    Action, Broadcast, CancelTimer, Deliver, FetchState, Persist, Send, SetTimer, TimerId,
+)
+from pienode.consensus.certificate import (
+    CommitCertificate, certificate_fields, verify_certificate,
+)
+from pienode.consensus.config import ReplicaConfig
+from pienode.consensus.log import Slot
+from pienode.consensus.messages import (
+    GENESIS_DIGEST, NULL_BATCH, NULL_BATCH_BYTES, NULL_DIGEST, Batch, BatchFetch, BatchReply,
+    Checkpoint, CheckpointProof, Commit, Committed, Forward, MessageError, NewView, PrePrepare,
+    PreparedCert, Prepare, Status, ViewChange, decode_batch, decode_message, make_batch_fetch,
+    make_batch_reply, make_checkpoint, make_checkpoint_proof, make_commit, make_committed,
+    make_forward, make_new_view, make_pre_prepare, make_prepare, make_status, make_view_change,
+    wire,
+)
+from pienode.consensus.recovery import RecoveredState
+from pienode.consensus.requests import RequestPool
+from pienode.consensus.viewchange import (
+    checkpoint_proof_ok, compute_reissue, new_view_ok, view_change_ok,
+)
+from pienode.encoding import sha256
+from pienode.errors import ConsensusError
+
+Signer = Callable[[bytes], bytes]
+Verifier = Callable[[str, bytes, bytes], bool]
+
+#: Sequence numbers retransmitted to one stalled peer per STATUS it sends.
+RETRANSMIT_CAP = 16
+#: Upper bound on the view-change timeout multiplier (2**6 = 64x the base).
+MAX_BACKOFF_EXP = 6
+
+
+class Replica:
+    """One PBFT replica. See the module docstring and ``docs`` in the package README."""
+
+    def __init__(self, config: ReplicaConfig, node_id: str, signer: Signer, verifier: Verifier,
+                 *, restored: RecoveredState | None = None) -> None:
+        if node_id not in config.node_ids:
+            raise ConsensusError("node_id is not a member", node_id=node_id)
+        self.config = config
+        self.node_id = node_id
+        self._sign = signer
+        self._verifier = verifier
+        self.stats: Counter[str] = Counter()
+        self.view = 0
+        self.active = True
+        self.stable_checkpoint = 0
+        self._stable_digest = GENESIS_DIGEST
+        self._stable_proof: tuple[Checkpoint, ...] = ()
+        self.last_delivered_seq = 0
+        self.last_executed_seq = 0
+        self._last_delivered_ts = 0
+        self._slots: dict[int, Slot] = {}
+        self._checkpoints: dict[int, dict[str, Checkpoint]] = {}
+        self._far_checkpoints: dict[str, Checkpoint] = {}
+        self._own_checkpoints: dict[int, Checkpoint] = {}
+        self._view_changes: dict[str, ViewChange] = {}
+        self._own_view_change: ViewChange | None = None
+        self._new_view: NewView | None = None
+        self._verified_vcs: set[bytes] = set()
+        self._vc_failures = 0
+        self._pool = RequestPool(config.max_pending_requests, config.recent_request_ids)
+        self._next_seq = 1
+        self._last_ts = 0
+        self._batch_due = False
+        self._timers: dict[TimerId, int] = {}
+        self._view_started_ms = 0
+        self._fetching: tuple[int, int] | None = None
+        self._peer_delivered: dict[str, int] = {}
+        self._delivered_at_tick = -1
+        self._stalled = False
+        self._started = False
+        self._pending_vc: int | None = None
+        self._now = 0
+        self._actions: list[Action] = []
+        self._writes: list[tuple[bytes, bytes | None]] = []
+        if restored is not None:
+            self._restore(restored)
+
+    # ---- introspection -------------------------------------------------------------------
+
+    @property
+    def primary(self) -> str:
+        return self.config.primary_of(self.view)
+
+    @property
+    def low_watermark(self) -> int:
+        return self.stable_checkpoint
+
+    @property
+    def high_watermark(self) -> int:
+        return self.stable_checkpoint + self.config.watermark_window
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pool)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.active and self.primary == self.node_id
+
+    # ---- entry points --------------------------------------------------------------------
+
+    def start(self, now_ms: int) -> list[Action]:
+        """Arm the periodic timers (any other entry point does this on first use)."""
+        self._begin(now_ms)
+        return self._finish()
+
+    def submit(self, request_payload: bytes, now_ms: int) -> list[Action]:
+        """A client request reached this node (directly or gossiped by a peer node)."""
+        self._begin(now_ms)
+        self._add_request(request_payload)
+        return self._finish()
+
+    def on_message(self, sender_id: str, data: bytes, now_ms: int) -> list[Action]:
+        """Wire bytes from the authenticated peer ``sender_id``. Never raises on bad input."""
+        self._begin(now_ms)
+        try:
+            self._dispatch(sender_id, data)
+        except MessageError:
+            self.stats["decode"] += 1
+        return self._finish()
+
+    def on_timeout(self, timer: TimerId, now_ms: int) -> list[Action]:
+        self._begin(now_ms)
+        if self._timers.pop(timer, None) is None:
+            self.stats["stale_timer"] += 1
+        elif timer is TimerId.STATUS:
+            self._status_tick()
+        elif timer is TimerId.BATCH:
+            self._batch_due = True
+            self._maybe_cut()
+        elif timer is TimerId.REQUEST:
+            self._request_timeout()
+        elif timer is TimerId.VIEW_CHANGE:
+            if not self.active:
+                self._vc_failures += 1
+                self._start_view_change(self.view + 1)
+        return self._finish()
+
+    def on_executed(self, seq: int, state_digest: bytes, now_ms: int) -> list[Action]:
+        """The runtime executed batch ``seq``; ``state_digest`` is the resulting block hash."""
+        self._begin(now_ms)
+        self.last_executed_seq = max(self.last_executed_seq, seq)
+        self._own_checkpoint(seq, state_digest)
+        return self._finish()
+
+    def on_state_transferred(self, seq: int, state_digest: bytes, now_ms: int,
+                             committed_request_ids: Iterable[bytes] = ()) -> list[Action]:
+        """The runtime installed certified blocks up to ``seq`` (answer to ``FetchState``).
+
+        ``committed_request_ids`` (sha256 of each request in the installed blocks) lets the
+        replica drop those from its pending set so they do not trip the request timer.
+        """
+        self._begin(now_ms)
+        self._fetching = None
+        self._pool.forget(committed_request_ids)
+        if seq > self.last_delivered_seq:
+            self.last_delivered_seq = seq
+            self.last_executed_seq = max(self.last_executed_seq, seq)
+            self._own_checkpoint(seq, state_digest)
+            self._view_started_ms = now_ms  # fresh grace period for pending requests
+        self._try_deliver()
+        return self._finish()
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    def _begin(self, now_ms: int) -> None:
+        self._now = now_ms
+        self._actions = []
+        self._writes = []
+        if not self._started:
+            self._started = True
+            self._view_started_ms = now_ms
+            self._set_timer(TimerId.STATUS, self.config.status_interval_ms)
+            self._writes.append((keys.KEY_LAYOUT, keys.pack(keys.LAYOUT_VERSION)))
+            if not self.active and self._own_view_change is not None:
+                self._actions.append(Broadcast(wire(self._own_view_change)))
+                self._check_view_change_quorum()
+            if self._pending_vc is not None:
+                self._start_view_change(self._pending_vc)
+                self._pending_vc = None
+            if self.stable_checkpoint > self.last_delivered_seq:
+                self._request_fetch(self.stable_checkpoint, self._stable_digest,
+                                    tuple(c.replica for c in self._stable_proof))
+            self._try_deliver()
+
+    def _finish(self) -> list[Action]:
+        actions = self._actions
+        if self._writes:
+            actions.insert(0, Persist(tuple(self._writes)))
+        self._actions = []
+        self._writes = []
+        return actions
+
+    def _set_timer(self, timer: TimerId, delay_ms: int) -> None:
+        delay_ms = max(1, int(delay_ms))
+        self._timers[timer] = self._now + delay_ms
+        self._actions.append(SetTimer(timer, delay_ms))
+
+    def _cancel_timer(self, timer: TimerId) -> None:
+        if self._timers.pop(timer, None) is not None:
+            self._actions.append(CancelTimer(timer))
+
+    def _broadcast(self, msg: object, batch_bytes: bytes | None = None) -> None:
+        self._actions.append(Broadcast(wire(msg, batch_bytes)))
+
+    def _sig_ok(self, replica: str, body: bytes, signature: bytes) -> bool:
+        return self._verifier(replica, body, signature)
+
+    def _check_sig(self, msg: object) -> bool:
+        if self._verifier(msg.replica, msg.body, msg.signature):  # type: ignore[attr-defined]
+            return True
+        self.stats["bad_signature"] += 1
+        return False
+
+    def _in_window(self, seq: int) -> bool:
+        return self.stable_checkpoint < seq <= self.high_watermark
+
+    def _slot(self, seq: int) -> Slot:
+        slot = self._slots.get(seq)
+        if slot is None:
+            slot = self._slots[seq] = Slot(seq)
+        return slot
+
+    # ---- dispatch ------------------------------------------------------------------------
+
+    def _dispatch(self, sender: str, data: bytes) -> None:
+        if sender not in self.config.node_ids or sender == self.node_id:
+            self.stats["unknown_sender"] += 1
+            return
+        msg, batch_bytes = decode_message(data)
+        if msg.replica != sender:
+            self.stats["wrong_sender"] += 1
+            return
+        if isinstance(msg, PrePrepare):
+            self._on_pre_prepare(msg, batch_bytes)
+        elif isinstance(msg, Prepare):
+            self._on_prepare(msg)
+        elif isinstance(msg, Commit):
+            self._on_commit(msg)
+        elif isinstance(msg, Checkpoint):
+            if self._check_sig(msg):
+                self._add_checkpoint(msg)
+        elif isinstance(msg, ViewChange):
+            self._on_view_change(msg)
+        elif isinstance(msg, NewView):
+            self._on_new_view(msg)
+        elif isinstance(msg, Status):
+            self._on_status(msg)
+        elif isinstance(msg, Forward):
+            if self._check_sig(msg):
+                for payload in msg.requests:
+                    self._add_request(payload)
+        elif isinstance(msg, Committed):
+            self._on_committed(msg)
+        elif isinstance(msg, CheckpointProof):
+            self._on_checkpoint_proof(msg)
+        elif isinstance(msg, BatchFetch):
+            self._on_batch_fetch(msg)
+        elif isinstance(msg, BatchReply):
+            self._on_batch_reply(msg)
+
+    # ---- requests and batching (primary) -------------------------------------------------
+
+    def _add_request(self, payload: bytes) -> None:
+        if len(payload) > self.config.max_request_bytes or len(payload) > self.config.max_batch_bytes:
+            self.stats["request_too_large"] += 1
+            return
+        reason = self._pool.add(payload, self._now, self.is_primary)
+        if reason is not None:
+            self.stats[reason] += 1
+            return
+        if self.active and TimerId.REQUEST not in self._timers:
+            self._set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
+        if self.is_primary:
+            self._maybe_cut()
+
+    def _maybe_cut(self) -> None:
+        """Cut batches while the pipeline and watermarks allow (§4.2, §4.3)."""
+        if not self.is_primary:
+            return
+        cfg, pool = self.config, self._pool
+        while pool.queue:
+            if self._next_seq - 1 - self.last_delivered_seq >= cfg.max_inflight_batches:
+                break
+            if self._next_seq > self.high_watermark:
+                break
+            full = pool.queue_bytes >= cfg.max_batch_bytes or len(pool.queue) >= cfg.max_batch_count
+            if not (full or self._batch_due):
+                break
+            payloads = pool.take_batch(cfg.max_batch_bytes, cfg.max_batch_count)
+            if payloads:
+                self._propose(payloads)
+        if not pool.queue:
+            self._batch_due = False
+            self._cancel_timer(TimerId.BATCH)
+        elif not self._batch_due and TimerId.BATCH not in self._timers:
+            self._set_timer(TimerId.BATCH, cfg.batch_timeout_ms)
+
+    def _propose(self, payloads: list[bytes]) -> None:
+        ts = max(self._now, self._last_ts + 1, self._last_delivered_ts + 1)
+        self._last_ts = ts
+        batch = Batch(ts, tuple(payloads))
+        batch_bytes = batch.encode()
+        digest = sha256(batch_bytes)
+        seq = self._next_seq
+        self._next_seq += 1
+        pp = make_pre_prepare(self.view, seq, digest, self.node_id, self._sign)
+        slot = self._slot(seq)
+        slot.pre_prepare = pp
+        slot.batches[digest] = (batch, batch_bytes)
+        self._writes.append((keys.seq_key(keys.PREFIX_PRE_PREPARE, seq),
+                             keys.pre_prepare_value(pp, batch_bytes)))
+        self._broadcast(pp, batch_bytes)
+        self._check_prepared(slot)
+
+    def _request_timeout(self) -> None:
+        """§4.4: a request waiting too long means the primary is faulty (or slow)."""
+        oldest = self._pool.oldest_arrival()
+        if oldest is None or not self.active:
+            return
+        t = self.config.request_timeout_ms
+        base = max(oldest, self._view_started_ms)
+        age = self._now - base
+        if age >= 2 * t:
+            self.stats["request_timeout_view_change"] += 1
+            self._start_view_change(self.view + 1)
+            return
+        if age >= t:
+            if not self.is_primary:
+                overdue = self._pool.overdue(self._now - t, limit=1000)
+                if overdue:
+                    self._actions.append(
+                        Send(self.primary, wire(make_forward(tuple(overdue), self.node_id, self._sign))))
+            self._set_timer(TimerId.REQUEST, base + 2 * t - self._now)
+        else:
+            self._set_timer(TimerId.REQUEST, base + t - self._now)
+
+    # ---- normal case (§4.2) --------------------------------------------------------------
+
+    def _on_pre_prepare(self, msg: PrePrepare, batch_bytes: bytes | None) -> None:
+        if not self.active or msg.view != self.view:
+            self.stats["wrong_view"] += 1
+            return
+        if msg.replica != self.primary:
+            self.stats["not_primary"] += 1
+            return
+        if not self._in_window(msg.seq):
+            self.stats["out_of_window"] += 1
+            return
+        slot = self._slots.get(msg.seq)
+        known = slot.pre_prepare if slot is not None else None
+        if known is not None and known.view == self.view:
+            if known.digest != msg.digest:
+                if self._check_sig(msg):
+                    self.stats["equivocation"] += 1
+                return
+            self.stats["duplicate"] += 1
+            if slot is not None and msg.digest not in slot.batches and batch_bytes is not None:
+                self._store_batch(slot, msg.digest, batch_bytes)
+            return
+        if batch_bytes is None:
+            self.stats["missing_batch"] += 1
+            return
+        if not self._check_sig(msg):
+            return
+        if sha256(batch_bytes) != msg.digest:
+            self.stats["bad_digest"] += 1
+            return
+        try:
+            batch = decode_batch(batch_bytes)
+        except MessageError:
+            self.stats["bad_batch"] += 1
+            return
+        if msg.seq > self.last_delivered_seq and (
+            batch.timestamp_ms <= self._last_delivered_ts
+            or abs(batch.timestamp_ms - self._now) > self.config.max_clock_skew_ms
+        ):
+            self.stats["bad_timestamp"] += 1
+            return
+        slot = self._slot(msg.seq)
+        slot.batches[msg.digest] = (batch, batch_bytes)
+        self._accept_pre_prepare(slot, msg, batch_bytes)
+        self._check_prepared(slot)
+        self._try_deliver()
+
+    def _accept_pre_prepare(self, slot: Slot, pp: PrePrepare, batch_bytes: bytes | None) -> None:
+        """Record ``pp`` durably and send our PREPARE for it (backups only)."""
+        slot.pre_prepare = pp
+        self._writes.append((keys.seq_key(keys.PREFIX_PRE_PREPARE, pp.seq),
+                             keys.pre_prepare_value(pp, batch_bytes)))
+        if pp.replica != self.node_id:
+            prepare = make_prepare(pp.view, pp.seq, pp.digest, self.node_id, self._sign)
+            slot.prepares[self.node_id] = prepare
+            self._broadcast(prepare)
+
+    def _on_prepare(self, msg: Prepare) -> None:
+        # Prepares for the view we are changing to are kept: the NEW-VIEW may arrive later.
+        if msg.view != self.view:
+            self.stats["wrong_view"] += 1
+            return
+        if msg.replica == self.primary:
+            self.stats["not_primary"] += 1
+            return
+        if not self._in_window(msg.seq):
+            self.stats["out_of_window"] += 1
+            return
+        slot = self._slots.get(msg.seq)
+        old = slot.prepares.get(msg.replica) if slot is not None else None
+        if old is not None and old.view >= msg.view:
+            self.stats["duplicate" if old.digest == msg.digest else "equivocation"] += 1
+            return
+        if not self._check_sig(msg):
+            return
+        slot = self._slot(msg.seq)
+        slot.prepares[msg.replica] = msg
+        self._check_prepared(slot)
+
+    def _check_prepared(self, slot: Slot) -> None:
+        """prepared(m, v, n, i): the pre-prepare plus quorum-1 matching PREPAREs (§4.2)."""
+        pp = slot.pre_prepare
+        if not self.active or pp is None or pp.view != self.view or slot.commit_sent_view == self.view:
+            return
+        matching = [p for r, p in slot.prepares.items()
+                    if p.view == pp.view and p.digest == pp.digest and r != pp.replica]
+        need = self.config.quorum - 1
+        if len(matching) < need:
+            return
+        matching.sort(key=lambda p: p.replica)
+        cert = PreparedCert(pp, tuple(matching[:need]))
+        slot.prepared_cert = cert
+        slot.commit_sent_view = self.view
+        self._writes.append((keys.seq_key(keys.PREFIX_PREPARED, slot.seq), keys.prepared_value(cert)))
+        commit = make_commit(pp.view, pp.seq, pp.digest, self.node_id, self._sign)
+        self._broadcast(commit)
+        self._add_commit(slot, commit)
+
+    def _on_commit(self, msg: Commit) -> None:
+        if msg.view > self.view:
+            self.stats["wrong_view"] += 1
+            return
+        if not self._in_window(msg.seq):
+            self.stats["out_of_window"] += 1
+            return
+        slot = self._slots.get(msg.seq)
+        old = slot.commits.get(msg.replica) if slot is not None else None
+        if old is not None and old.view >= msg.view:
+            self.stats["duplicate"] += 1
+            return
+        if not self._check_sig(msg):
+            return
+        self._add_commit(self._slot(msg.seq), msg)
+
+    def _add_commit(self, slot: Slot, commit: Commit) -> None:
+        """committed-local once a quorum signed COMMIT for one (view, digest) (§4.2)."""
+        slot.commits[commit.replica] = commit
+        if slot.certificate is not None:
+            return
+        matching = sorted((c.replica, c.signature) for c in slot.commits.values()
+                          if c.view == commit.view and c.digest == commit.digest)
+        if len(matching) >= self.config.quorum:
+            slot.certificate = CommitCertificate(commit.view, slot.seq, commit.digest, tuple(matching))
+            self._try_deliver()
+
+    def _store_batch(self, slot: Slot, digest: bytes, batch_bytes: bytes) -> bool:
+        if sha256(batch_bytes) != digest:
+            self.stats["bad_digest"] += 1
+            return False
+        try:
+            slot.batches[digest] = (decode_batch(batch_bytes), batch_bytes)
+        except MessageError:
+            self.stats["bad_batch"] += 1
+            return False
+        self._try_deliver()
+        return True
+
+    def _try_deliver(self) -> None:
+        """Deliver committed batches in sequence order, each exactly once."""
+        if self._fetching is not None:
+            return
+        delivered = False
+        while True:
+            seq = self.last_delivered_seq + 1
+            slot = self._slots.get(seq)
+            if slot is None or slot.certificate is None:
+                break
+            cert = slot.certificate
+            entry = slot.batches.get(cert.digest)
+            if entry is None:
+                self._ask_batch(slot, cert.digest)
+                break
+            batch = entry[0]
+            self._actions.append(Deliver(seq, cert.view, batch, cert.digest, cert))
+            self.last_delivered_seq = seq
+            delivered = True
+            if not batch.is_null:
+                self._last_delivered_ts = max(self._last_delivered_ts, batch.timestamp_ms)
+                self._pool.delivered(batch.requests)
+        if delivered:
+            if not self._pool.pending:
+                self._cancel_timer(TimerId.REQUEST)
+            self._maybe_cut()
+
+    def _ask_batch(self, slot: Slot, digest: bytes) -> None:
+        if digest == NULL_DIGEST:
+            slot.batches[digest] = (NULL_BATCH, NULL_BATCH_BYTES)
+            return
+        if slot.fetch_asked_ms >= 0 and self._now - slot.fetch_asked_ms < self.config.status_interval_ms:
+            return
+        slot.fetch_asked_ms = self._now
+        self._broadcast(make_batch_fetch(slot.seq, digest, self.node_id, self._sign))
+
+    def _on_batch_fetch(self, msg: BatchFetch) -> None:
+        slot = self._slots.get(msg.seq)
+        entry = slot.batches.get(msg.digest) if slot is not None else None
+        if entry is None or not self._check_sig(msg):
+            return
+        reply = make_batch_reply(msg.seq, msg.digest, entry[1], self.node_id, self._sign)
+        self._actions.append(Send(msg.replica, wire(reply)))
+
+    def _on_batch_reply(self, msg: BatchReply) -> None:
+        slot = self._slots.get(msg.seq)
+        if slot is None or msg.digest in slot.batches:
+            return
+        wanted = {slot.needed_digest()}
+        if slot.prepared_cert is not None:
+            wanted.add(slot.prepared_cert.pre_prepare.digest)
+        if msg.digest not in wanted:
+            self.stats["unwanted_batch"] += 1
+            return
+        if self._check_sig(msg):
+            self._store_batch(slot, msg.digest, msg.batch_bytes)
+
+    def _on_committed(self, msg: Committed) -> None:
+        """A batch with its commit certificate, sent to us because we fell behind."""
+        cert = msg.certificate
+        if msg.seq <= self.last_delivered_seq or cert.seq != msg.seq:
+            self.stats["old_seq"] += 1
+            return
+        if not self._in_window(msg.seq):
+            self.stats["out_of_window"] += 1
+            return
+        slot = self._slot(msg.seq)
+        if slot.certificate is not None and cert.digest in slot.batches:
+            self.stats["duplicate"] += 1
+            return
+        if not self._check_sig(msg):
+            return
+        if sha256(msg.batch_bytes) != cert.digest or not verify_certificate(
+                cert, self.config, self._verifier, cert.digest):
+            self.stats["bad_certificate"] += 1
+            return
+        if slot.certificate is None:
+            slot.certificate = cert
+        self._store_batch(slot, cert.digest, msg.batch_bytes)
+        self._try_deliver()
+
+    # ---- checkpoints and garbage collection (§4.3) ---------------------------------------
+
+    def _own_checkpoint(self, seq: int, state_digest: bytes) -> None:
+        if seq % self.config.checkpoint_interval or seq <= self.stable_checkpoint:
+            return
+        if seq in self._own_checkpoints:
+            return
+        cp = make_checkpoint(seq, state_digest, self.node_id, self._sign)
+        self._own_checkpoints[seq] = cp
+        self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, seq), keys.pack(
+            [cp.body, cp.signature])))
+        self._broadcast(cp)
+        self._add_checkpoint(cp)
+
+    def _add_checkpoint(self, cp: Checkpoint) -> None:
+        if cp.seq <= self.stable_checkpoint or cp.seq % self.config.checkpoint_interval:
+            self.stats["old_checkpoint"] += 1
+            return
+        if cp.seq > self.high_watermark:
+            old = self._far_checkpoints.get(cp.replica)
+            if old is None or old.seq < cp.seq:
+                self._far_checkpoints[cp.replica] = cp
+            self._check_far_checkpoints()
+            return
+        self._checkpoints.setdefault(cp.seq, {})[cp.replica] = cp
+        self._check_stable(cp.seq)
+
+    def _check_stable(self, seq: int) -> None:
+        votes = self._checkpoints.get(seq)
+        if not votes:
+            return
+        by_digest: dict[bytes, list[Checkpoint]] = {}
+        for cp in votes.values():
+            by_digest.setdefault(cp.state_digest, []).append(cp)
+        own = self._own_checkpoints.get(seq)
+        for digest, cps in by_digest.items():
+            if len(cps) < self.config.quorum:
+                continue
+            if own is not None and own.state_digest != digest:
+                # Our execution disagrees with a quorum: our state is wrong. Count it loudly;
+                # the certified chain (state transfer) is the way back.
+                self.stats["state_divergence"] += 1
+                return
+            if own is None and seq > self.last_executed_seq:
+                return  # wait until we executed it ourselves
+            cps.sort(key=lambda c: c.replica)
+            self._make_stable(seq, digest, tuple(cps))
+            return
+
+    def _check_far_checkpoints(self) -> None:
+        """f+1 replicas checkpointed beyond our window: at least one correct replica is
+        there, so we are behind and fetch state (§4.3, "state transfer")."""
+        groups: dict[tuple[int, bytes], list[str]] = {}
+        for cp in self._far_checkpoints.values():
+            if cp.seq > self.high_watermark:
+                groups.setdefault((cp.seq, cp.state_digest), []).append(cp.replica)
+        best = [(k, v) for k, v in groups.items() if len(v) >= self.config.weak_quorum]
+        if best:
+            (seq, digest), peers = max(best)
+            self._request_fetch(seq, digest, tuple(peers))
+
+    def _make_stable(self, seq: int, digest: bytes, proof: tuple[Checkpoint, ...]) -> None:
+        if seq <= self.stable_checkpoint:
+            return
+        self.stable_checkpoint = seq
+        self._stable_digest = digest
+        self._stable_proof = proof
+        self._writes.append((keys.KEY_STABLE, keys.stable_value(seq, digest, proof)))
+        for s in [s for s in self._slots if s <= seq]:
+            del self._slots[s]
+            self._writes.append((keys.seq_key(keys.PREFIX_PRE_PREPARE, s), None))
+            self._writes.append((keys.seq_key(keys.PREFIX_PREPARED, s), None))
+        for s in [s for s in self._checkpoints if s <= seq]:
+            del self._checkpoints[s]
+        for s in [s for s in self._own_checkpoints if s <= seq]:
+            del self._own_checkpoints[s]
+            self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, s), None))
+        for r, cp in list(self._far_checkpoints.items()):
+            if cp.seq <= self.high_watermark:
+                del self._far_checkpoints[r]
+                if cp.seq > seq:
+                    self._checkpoints.setdefault(cp.seq, {})[r] = cp
+        if self._next_seq <= seq:
+            self._next_seq = seq + 1
+        if self.last_delivered_seq < seq:
+            self._request_fetch(seq, digest, tuple(c.replica for c in proof))
+        self._maybe_cut()
+
+    def _request_fetch(self, target: int, digest: bytes | None, peers: tuple[str, ...]) -> None:
+        if target <= self.last_delivered_seq:
+            return
+        if self._fetching is not None:
+            old_target, since = self._fetching
+            if old_target >= target and self._now - since < self.config.fetch_retry_ms:
+                return
+        self._fetching = (target, self._now)
+        self.stats["fetch_state"] += 1
+        peers = tuple(p for p in peers if p != self.node_id)
+        self._actions.append(FetchState(target, digest, peers))
+
+    def _on_checkpoint_proof(self, msg: CheckpointProof) -> None:
+        if msg.seq <= self.stable_checkpoint:
+            self.stats["old_checkpoint"] += 1
+            return
+        if not self._check_sig(msg):
+            return
+        if not checkpoint_proof_ok(msg.seq, msg.state_digest, msg.checkpoints, self.config,
+                                   self._sig_ok):
+            self.stats["bad_checkpoint_proof"] += 1
+            return
+        own = self._own_checkpoints.get(msg.seq)
+        if own is not None and own.state_digest != msg.state_digest:
+            self.stats["state_divergence"] += 1
+            return
+        if msg.seq <= self.last_executed_seq or self._stalled or msg.seq > self.high_watermark:
+            self._make_stable(msg.seq, msg.state_digest, msg.checkpoints)
+        else:
+            for cp in msg.checkpoints:
+                self._checkpoints.setdefault(cp.seq, {})[cp.replica] = cp
+
+    # ---- retransmission ------------------------------------------------------------------
+
+    def _status_tick(self) -> None:
+        self._set_timer(TimerId.STATUS, self.config.status_interval_ms)
+        self._stalled = self.last_delivered_seq == self._delivered_at_tick
+        self._delivered_at_tick = self.last_delivered_seq
+        self._broadcast(make_status(self.view, self.active, self.last_delivered_seq,
+                                    self.stable_checkpoint, self.node_id, self._sign))
+        if not self.active and self._own_view_change is not None:
+            self._broadcast(self._own_view_change)
+        if self._fetching is not None:
+            target, since = self._fetching
+            if self._now - since >= self.config.fetch_retry_ms:
+                self._fetching = None
+                self._request_fetch(target, None, tuple(
+                    r for r in self.config.node_ids if r != self.node_id))
+        if self._stalled:
+            slot = self._slots.get(self.last_delivered_seq + 1)
+            digest = slot.needed_digest() if slot is not None else None
+            if slot is not None and digest is not None and digest not in slot.batches:
+                self._ask_batch(slot, digest)
+
+    def _on_status(self, msg: Status) -> None:
+        if not self._check_sig(msg):
+            return
+        prev = self._peer_delivered.get(msg.replica)
+        self._peer_delivered[msg.replica] = msg.last_delivered
+        stalled = prev is not None and prev == msg.last_delivered
+        to = msg.replica
+        behind_view = msg.view < self.view or (msg.view == self.view and not msg.active)
+        if self.active and behind_view and self._new_view is not None:
+            self._actions.append(Send(to, wire(self._new_view)))
+        if not stalled:
+            return
+        if msg.stable_seq < self.stable_checkpoint and self._stable_proof:
+            proof = make_checkpoint_proof(self.stable_checkpoint, self._stable_digest,
+                                          self._stable_proof, self.node_id, self._sign)
+            self._actions.append(Send(to, wire(proof)))
+        if msg.last_delivered < self.last_delivered_seq:
+            lo = max(msg.last_delivered, self.stable_checkpoint) + 1
+            for seq in range(lo, min(self.last_delivered_seq, lo + RETRANSMIT_CAP - 1) + 1):
+                slot = self._slots.get(seq)
+                if slot is None or slot.certificate is None:
+                    continue
+                entry = slot.batches.get(slot.certificate.digest)
+                if entry is None:
+                    continue
+                cert = slot.certificate
+                out = make_committed(seq, entry[1], certificate_fields(cert), cert, self.node_id,
+                                     self._sign)
+                self._actions.append(Send(to, wire(out)))
+        if self.active and msg.active and msg.view == self.view:
+            self._resend_votes(to, msg.last_delivered)
+
+    def _resend_votes(self, to: str, after: int) -> None:
+        """Our own votes for sequence numbers a stalled peer has not delivered."""
+        lo = max(after, self.stable_checkpoint) + 1
+        for seq in range(lo, lo + RETRANSMIT_CAP):
+            slot = self._slots.get(seq)
+            if slot is None:
+                continue
+            pp = slot.pre_prepare
+            if pp is not None and pp.view == self.view:
+                if pp.replica == self.node_id:
+                    entry = slot.batches.get(pp.digest)
+                    self._actions.append(Send(to, wire(pp, entry[1] if entry else None)))
+                mine = slot.prepares.get(self.node_id)
+                if mine is not None and mine.view == self.view:
+                    self._actions.append(Send(to, wire(mine)))
+            commit = slot.commits.get(self.node_id)
+            if commit is not None and commit.view == self.view:
+                self._actions.append(Send(to, wire(commit)))
+
+    # ---- view change (§4.4) --------------------------------------------------------------
+
+    def _start_view_change(self, new_view: int) -> None:
+        if new_view <= self.view:
+            return
+        self.view = new_view
+        self.active = False
+        self._new_view = None
+        self._pool.stop_primary()
+        self._batch_due = False
+        self._cancel_timer(TimerId.BATCH)
+        self._cancel_timer(TimerId.REQUEST)
+        self._cancel_timer(TimerId.VIEW_CHANGE)
+        prepared = tuple(self._slots[s].prepared_cert for s in sorted(self._slots)
+                         if self._slots[s].prepared_cert is not None and s > self.stable_checkpoint)
+        vc = make_view_change(new_view, self.stable_checkpoint, self._stable_digest,
+                              self._stable_proof, prepared, self.node_id,  # type: ignore[arg-type]
+                              self._sign)
+        self._own_view_change = vc
+        self._writes.append((keys.KEY_VIEW, keys.view_value(new_view, False)))
+        self._writes.append((keys.KEY_VIEW_CHANGE, keys.pack([vc.body, vc.signature])))
+        self._writes.append((keys.KEY_NEW_VIEW, None))
+        self._broadcast(vc)
+        self._view_changes[self.node_id] = vc
+        self._verified_vcs.add(sha256(vc.body))
+        self.stats["view_change_started"] += 1
+        self._check_view_change_quorum()
+
+    def _vc_ok(self, vc: ViewChange) -> bool:
+        key = sha256(vc.body)
+        if key in self._verified_vcs:
+            return True
+        if view_change_ok(vc, self.config, self._sig_ok):
+            if len(self._verified_vcs) > 4 * self.config.n:
+                self._verified_vcs.clear()
+            self._verified_vcs.add(key)
+            return True
+        return False
+
+    def _on_view_change(self, msg: ViewChange) -> None:
+        if msg.view < self.view or (msg.view == self.view and self.active):
+            self.stats["old_view_change"] += 1
+            return
+        old = self._view_changes.get(msg.replica)
+        if old is not None and old.view >= msg.view:
+            self.stats["duplicate"] += 1
+            return
+        if not self._vc_ok(msg):
+            self.stats["bad_view_change"] += 1
+            return
+        self._view_changes[msg.replica] = msg
+        # Join once f+1 others ask for a higher view (§4.5.2 liveness), choosing the
+        # highest view that f+1 of them have reached.
+        above = sorted((vc.view for r, vc in self._view_changes.items()
+                        if r != self.node_id and vc.view > self.view), reverse=True)
+        if len(above) >= self.config.weak_quorum:
+            self._start_view_change(above[self.config.weak_quorum - 1])
+        self._check_view_change_quorum()
+
+    def _check_view_change_quorum(self) -> None:
+        if self.active:
+            return
+        same = [vc for vc in self._view_changes.values() if vc.view == self.view]
+        if len(same) < self.config.quorum:
+            return
+        # §4.5.2: only once a quorum wants this view does its timer run, so a replica that
+        # is alone cannot race through views; the timeout doubles per failed attempt.
+        if TimerId.VIEW_CHANGE not in self._timers:
+            exp = min(self._vc_failures, MAX_BACKOFF_EXP)
+            self._set_timer(TimerId.VIEW_CHANGE, self.config.view_change_timeout_ms << exp)
+        if self.primary == self.node_id and self._own_view_change is not None:
+            self._send_new_view(same)
+
+    def _send_new_view(self, same: list[ViewChange]) -> None:
+        own = self._own_view_change
+        assert own is not None
+        others = sorted((vc for vc in same if vc.replica != self.node_id), key=lambda v: v.replica)
+        chosen = [own] + others[: self.config.quorum - 1]
+        base, reissue = compute_reissue(chosen)
+        pps = tuple(make_pre_prepare(self.view, n, d, self.node_id, self._sign) for n, d in reissue)
+        nv = make_new_view(self.view, tuple(chosen), pps, self.node_id, self._sign)
+        self._broadcast(nv)
+        self._enter_new_view(nv, base, reissue)
+
+    def _on_new_view(self, msg: NewView) -> None:
+        if msg.view < self.view or (msg.view == self.view and self.active):
+            self.stats["old_new_view"] += 1
+            return
+        checked = new_view_ok(msg, self.config, self._sig_ok, self._vc_ok)
+        if checked is None:
+            self.stats["bad_new_view"] += 1
+            return
+        self._enter_new_view(msg, *checked)
+
+    def _enter_new_view(self, nv: NewView, base: ViewChange,
+                        reissue: list[tuple[int, bytes]]) -> None:
+        self.view = nv.view
+        self.active = True
+        self._vc_failures = 0
+        self._own_view_change = None
+        self._new_view = nv
+        self._view_started_ms = self._now
+        self._pool.forwarded.clear()
+        self._cancel_timer(TimerId.VIEW_CHANGE)
+        self._writes.append((keys.KEY_VIEW, keys.view_value(nv.view, True)))
+        self._writes.append((keys.KEY_VIEW_CHANGE, None))
+        self._writes.append((keys.KEY_NEW_VIEW, keys.pack([nv.body, nv.signature])))
+        self._view_changes = {r: vc for r, vc in self._view_changes.items() if vc.view > nv.view}
+        self._verified_vcs.clear()
+        self.stats["new_view"] += 1
+        if base.stable_seq > self.stable_checkpoint:
+            self._make_stable(base.stable_seq, base.stable_digest, base.checkpoint_proof)
+        max_s = base.stable_seq
+        for pp in nv.pre_prepares:
+            max_s = max(max_s, pp.seq)
+            if not self._in_window(pp.seq):
+                continue
+            slot = self._slot(pp.seq)
+            if pp.digest == NULL_DIGEST:
+                slot.batches[NULL_DIGEST] = (NULL_BATCH, NULL_BATCH_BYTES)
+            entry = slot.batches.get(pp.digest)
+            self._accept_pre_prepare(slot, pp, entry[1] if entry else None)
+            if entry is None and pp.seq > self.last_delivered_seq:
+                self._ask_batch(slot, pp.digest)
+        for seq in sorted(self._slots):
+            self._check_prepared(self._slots[seq])
+        if self.primary == self.node_id:
+            self._next_seq = max(max_s, self.stable_checkpoint) + 1
+            in_flight = [e[0].requests for s, slot in self._slots.items()
+                         if s > self.last_delivered_seq for e in slot.batches.values()]
+            self._pool.become_primary(in_flight)
+            self._last_ts = max([self._last_ts] + [e[0].timestamp_ms for slot in self._slots.values()
+                                                   for e in slot.batches.values()])
+            self._maybe_cut()
+        if self._pool.pending:
+            self._set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
+        self._try_deliver()
+
+    # ---- recovery ------------------------------------------------------------------------
+
+    def _restore(self, st: RecoveredState) -> None:
+        """Rebuild from persisted state; never vote against what we persisted."""
+        self.view, self.active = st.view, st.active
+        self.last_delivered_seq = self.last_executed_seq = st.last_executed_seq
+        self.stable_checkpoint = st.stable_seq
+        self._stable_digest = st.stable_digest
+        self._stable_proof = st.stable_proof
+        self._new_view = st.new_view if st.active else None
+        if not st.active and st.view_change is not None and st.view_change.view == st.view:
+            self._own_view_change = st.view_change
+            self._view_changes[self.node_id] = st.view_change
+        elif not st.active:
+            # Crashed between persisting the view and the view change: send it afresh.
+            self.view -= 1
+            self.active = True
+            self._pending_vc = st.view
+        for seq, cp in st.own_checkpoints.items():
+            if seq > self.stable_checkpoint:
+                self._own_checkpoints[seq] = cp
+                self._checkpoints.setdefault(seq, {})[cp.replica] = cp
+        for seq, (pp, batch_bytes) in st.pre_prepares.items():
+            if not self._in_window(seq):
+                continue
+            slot = self._slot(seq)
+            slot.pre_prepare = pp
+            if batch_bytes is not None:
+                try:
+                    slot.batches[pp.digest] = (decode_batch(batch_bytes), batch_bytes)
+                except MessageError:
+                    pass
+            if pp.view == self.view and pp.replica != self.node_id:
+                slot.prepares[self.node_id] = make_prepare(pp.view, seq, pp.digest, self.node_id,
+                                                           self._sign)
+            if pp.view == self.view and pp.replica == self.node_id:
+                self._next_seq = max(self._next_seq, seq + 1)
+        for seq, cert in st.prepared.items():
+            if not self._in_window(seq):
+                continue
+            slot = self._slot(seq)
+            slot.prepared_cert = cert
+            pp = cert.pre_prepare
+            if pp.view == self.view:
+                slot.commit_sent_view = pp.view
+                slot.commits[self.node_id] = make_commit(pp.view, seq, pp.digest, self.node_id,
+                                                         self._sign)
+        self._next_seq = max(self._next_seq, self.last_delivered_seq + 1, self.stable_checkpoint + 1)
