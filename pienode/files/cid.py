@@ -11,6 +11,7 @@ since every block is re-hashed on read), touch disk, or depend on anything above
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from dataclasses import dataclass
 
@@ -130,7 +131,7 @@ class CID:
         pad = "=" * (-len(body) % 8)
         try:
             raw = base64.b32decode(body.upper() + pad)
-        except (ValueError, base64.binascii.Error):
+        except (ValueError, binascii.Error):
             raise CidError("malformed CID") from None
         cid = cls.from_bytes(raw)
         # Refuse strings with non-zero trailing bits: two spellings of one CID.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from typing import Protocol
 
 from pienode.errors import TooLarge
@@ -164,7 +164,7 @@ async def _get_blocks(
 
 async def _leaf_ranges(
     store: PackStore, cid: CID, base: int, start: int, end: int, source: BlockSource | None
-) -> AsyncIterator[tuple[CID, int, int, int]]:
+) -> AsyncGenerator[tuple[CID, int, int, int], None]:
     """(leaf, expected length, lo, hi) for each leaf overlapping [start, end), in order;
     lo/hi are offsets inside the leaf. Leaves outside the range are never read."""
     if cid.codec == RAW:

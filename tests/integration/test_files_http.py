@@ -145,3 +145,81 @@ def test_parse_range_edge_cases() -> None:
     assert parse_range("bytes=-0", 10) == "unsatisfiable"
     assert parse_range("bytes=0-", 0) == "unsatisfiable"
     assert parse_range("bytes=-20", 10) == (0, 10)
+
+
+async def test_other_hospital_serves_and_upload_waits_for_replication(tmp_path: Path) -> None:
+    """Two nodes' HTTP apps over one in-memory exchange: an upload to A is acknowledged only
+    after B holds it; B serves it byte-identical (and a Range) with A gone."""
+    from pienode.errors import NetError
+    from pienode.files.exchange import BlockExchange, ExchangeConfig
+
+    ids = ["hospital-1", "hospital-2"]
+    stores = {i: PackStore(tmp_path / i) for i in ids}
+    down: set[str] = set()
+    exchanges: dict[str, BlockExchange] = {}
+
+    def requester(me: str):
+        async def request(peer: str, payload: bytes) -> bytes:
+            if peer in down:
+                raise NetError("link down", peer=peer)
+            return await exchanges[peer].handle_request(me, payload)
+
+        return request
+
+    for i in ids:
+        exchanges[i] = BlockExchange(stores[i], requester(i), lambda: ids,
+                                     ExchangeConfig(replication=1), node_id=i)
+
+    def app_for(i: str) -> web.Application:
+        app = web.Application()
+
+        async def replicate(info) -> None:
+            res = await exchanges[i].replicate(info)
+            assert len(res.confirmed) == 1
+
+        add_file_routes(app, lambda: stores[i], max_bytes=MAX,
+                        source_getter=lambda: exchanges[i], on_ingested=replicate)
+        return app
+
+    async with TestClient(TestServer(app_for("hospital-1"), host="127.0.0.1", port=0)) as a, \
+            TestClient(TestServer(app_for("hospital-2"), host="127.0.0.1", port=0)) as b:
+        body = await _upload(a, DATA)
+        from pienode.files.cid import CID
+
+        assert stores["hospital-2"].has_root(CID.parse(body["cid"]))
+        down.add("hospital-1")
+        r = await b.get(f"/files/{body['cid']}")
+        assert r.status == 200 and await r.read() == DATA
+        r = await b.get(f"/files/{body['cid']}", headers={"Range": "bytes=300000-300009"})
+        assert r.status == 206 and await r.read() == DATA[300000:300010]
+        r = await b.get(f"/files/{cid_of_bytes(b'nowhere')}")
+        assert r.status == 404
+    for s in stores.values():
+        s.close()
+
+
+async def test_serves_from_peer_without_local_copy(tmp_path: Path) -> None:
+    from pienode.files.exchange import BlockExchange
+    from pienode.files.stream import ingest
+
+    sa, sb = PackStore(tmp_path / "a"), PackStore(tmp_path / "b")
+    exchanges: dict[str, BlockExchange] = {}
+
+    async def req_from_b(peer: str, payload: bytes) -> bytes:
+        return await exchanges["a"].handle_request("b", payload)
+
+    exchanges["a"] = BlockExchange(sa, req_from_b, lambda: [], node_id="a")
+    exchanges["b"] = BlockExchange(sb, req_from_b, lambda: ["a"], node_id="b")
+
+    async def gen():
+        yield DATA
+
+    info = await ingest(sa, gen(), 1 << 30)
+    app = web.Application()
+    add_file_routes(app, lambda: sb, source_getter=lambda: exchanges["b"])
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as b:
+        r = await b.get(f"/files/{info.cid}")
+        assert r.status == 200 and await r.read() == DATA
+    assert exchanges["b"].blocks_fetched >= 4
+    sa.close()
+    sb.close()
