@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -296,7 +297,7 @@ def test_malformed_input_only_ever_raises_crypto_error(
         b[pos % len(b)] ^= byte or 1
         return bytes(b)
 
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: pre.reencrypt(junk, grant.kfrags[0], **grant.keys()),
         lambda: pre.reencrypt(grant.key_capsule, junk, **grant.keys()),
         lambda: pre.reencrypt(flipped(grant.key_capsule), grant.kfrags[0], **grant.keys()),
