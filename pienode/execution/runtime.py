@@ -1,0 +1,428 @@
+"""The metered runtime a contract's instrumented code calls into.
+
+Owns the step counter (a closure cell of the contract's ``_module`` wrapper, decremented
+inline by the instrumented code and here by the helpers), the helpers that replace every
+operation whose C-level work is not bounded by a constant (``*``, ``**``, ``+`` of sequences,
+``%``, ``|`` of dicts, slicing, ``in``, container comparisons, conversions to str, method
+calls), and the curated builtins. Every helper charges *before* the work that could be large
+and checks the result size, so exhaustion is a deterministic event at a deterministic point.
+
+Must never expose a Python object the contract could walk to the interpreter: helpers return
+only None/bool/int/str/list/dict, ``range`` objects and the engine's ``Ctx``/``Caller``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pienode.execution import runtime_tables as T
+
+
+class Abort(BaseException):
+    """Base of the engine's own aborts. BaseException: a contract's except cannot catch it."""
+
+    kind = "InternalError"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class StepLimitExceeded(Abort):
+    kind = "StepLimitExceeded"
+
+
+class SizeLimitExceeded(Abort):
+    kind = "SizeLimitExceeded"
+
+
+class SandboxViolation(Abort):
+    kind = "SandboxViolation"
+
+
+class ContractFailed(Abort):
+    kind = "ContractFailed"
+
+
+class ReadOnlyViolation(Abort):
+    kind = "ReadOnlyViolation"
+
+
+class BadStateAccess(Abort):
+    kind = "BadStateAccess"
+
+
+#: Engine-owned types whose listed attributes a contract may read (filled by ``ctx``).
+FIELD_TYPES: dict[type, frozenset[str]] = {}
+
+_SMALL = T.SMALL_INT
+_CH = T.CHARS_PER_STEP
+_NoneType = type(None)
+_SCALARS = (int, bool, str, _NoneType)
+
+
+def _tname(x: Any) -> str:
+    t = type(x)
+    return {list: "list", dict: "dict", str: "str", int: "int", bool: "bool",
+            _NoneType: "None", range: "range"}.get(t, "object")
+
+
+class Runtime:
+    """Per-call metering state and helpers. Built fresh for every call."""
+
+    def __init__(self, limits: Any) -> None:
+        self.limits = limits
+        self.steps = limits.steps
+        self.max_len = limits.max_len
+        self.max_bits = limits.max_int_bits
+        self.cell: Any = None
+        self.builtins = self._make_builtins()
+        from pienode.execution.methods import METHODS  # local: methods imports Runtime
+
+        self._methods = METHODS
+
+    # ---- the counter -------------------------------------------------------------------
+    def bind(self, cell: Any) -> None:
+        self.cell = cell
+
+    def remaining(self) -> int:
+        return self.cell.cell_contents if self.cell is not None else self.steps
+
+    def used(self) -> int:
+        return min(self.steps, self.steps - self.remaining())
+
+    def out(self) -> None:
+        raise StepLimitExceeded(f"step budget of {self.steps} exhausted")
+
+    def charge(self, k: int) -> None:
+        c = self.cell
+        v = c.cell_contents - k
+        c.cell_contents = v
+        if v < 0:
+            self.out()
+
+    def tk(self, k: int) -> bool:
+        self.charge(k)
+        return True
+
+    # ---- sizes -------------------------------------------------------------------------
+    def check_len(self, n: int, what: str = "value") -> None:
+        if n > self.max_len:
+            raise SizeLimitExceeded(f"{what} of {n} elements exceeds {self.max_len}")
+
+    def check_int(self, r: int) -> int:
+        if r.bit_length() > self.max_bits:
+            raise SizeLimitExceeded(f"integer of {r.bit_length()} bits exceeds {self.max_bits}")
+        return r
+
+    def walk(self, obj: Any) -> int:
+        """Logical size of ``obj`` (shared sub-values counted each time they occur), charged
+        as it is measured so that a value built to make comparison exponential trips the
+        budget rather than the CPU."""
+        total = 0
+        stack = [(obj, 0)]
+        rem = self.remaining()
+        while stack:
+            x, depth = stack.pop()
+            t = type(x)
+            if t is str:
+                total += 1 + len(x) // _CH
+            elif t is list:
+                total += 1 + len(x)
+                if depth >= T.MAX_NESTING:
+                    raise SizeLimitExceeded(f"value nests deeper than {T.MAX_NESTING}")
+                stack.extend((e, depth + 1) for e in x if type(e) in (list, dict))
+                total += sum(1 + len(e) // _CH for e in x if type(e) is str)
+            elif t is dict:
+                total += 1 + 2 * len(x)
+                if depth >= T.MAX_NESTING:
+                    raise SizeLimitExceeded(f"value nests deeper than {T.MAX_NESTING}")
+                stack.extend((e, depth + 1) for e in x.values() if type(e) in (list, dict))
+                total += sum(1 + len(e) // _CH for e in x.values() if type(e) is str)
+            elif t is int:
+                total += 1 + x.bit_length() // 256
+            else:
+                total += 1
+            if total > rem:
+                self.charge(total)  # raises
+        self.charge(total)
+        return total
+
+    # ---- arithmetic --------------------------------------------------------------------
+    def add(self, a: Any, b: Any) -> Any:
+        r = a + b
+        t = r.__class__
+        if t is int:
+            if -_SMALL < r < _SMALL:
+                return r
+            return self.check_int(r)
+        if t is str:
+            n = len(r)
+            if n > 256:
+                self.check_len(n, "string")
+                self.charge(n // _CH)
+        elif t is list:
+            n = len(r)
+            self.check_len(n, "list")
+            self.charge(n)
+        return r
+
+    def sub(self, a: Any, b: Any) -> Any:
+        r = a - b
+        if r.__class__ is int and not -_SMALL < r < _SMALL:
+            self.check_int(r)
+        return r
+
+    def mul(self, a: Any, b: Any) -> Any:
+        ta, tb = a.__class__, b.__class__
+        if ta is int and tb is int and -3037000499 < a < 3037000499 \
+                and -3037000499 < b < 3037000499:
+            return a * b
+        if ta in (int, bool) and tb in (int, bool):
+            ba, bb = a.bit_length(), b.bit_length()
+            if ba + bb > self.max_bits + 1:
+                raise SizeLimitExceeded(f"product of {ba + bb} bits exceeds {self.max_bits}")
+            self.charge((ba // T.BITS_PER_STEP + 1) * (bb // T.BITS_PER_STEP + 1))
+            return self.check_int(a * b)
+        if ta in (str, list) and tb in (int, bool):
+            return self._repeat(a, b)
+        if tb in (str, list) and ta in (int, bool):
+            return self._repeat(b, a)
+        return a * b  # raises TypeError natively
+
+    def _repeat(self, seq: Any, n: int) -> Any:
+        size = len(seq) * max(n, 0)
+        self.check_len(size, "repeated " + _tname(seq))
+        self.charge(size // _CH if type(seq) is str else size)
+        return seq * n
+
+    def pow(self, a: Any, b: Any, m: Any = None) -> Any:
+        if type(a) not in (int, bool) or type(b) not in (int, bool):
+            raise SandboxViolation("** takes integers only")
+        if m is not None:
+            if type(m) not in (int, bool):
+                raise SandboxViolation("pow() modulus must be an integer")
+            mb = self.check_int(m).bit_length()
+            self.charge((b.bit_length() + 1) * (mb // T.BITS_PER_STEP + 1) ** 2)
+            return pow(a, b, m)
+        if b < 0:
+            raise SandboxViolation("negative exponent would give a float")
+        if a in (0, 1, -1) or b <= 1:
+            return a ** b
+        bits = (a.bit_length()) * b
+        if bits > self.max_bits + a.bit_length():
+            raise SizeLimitExceeded(f"power of ~{bits} bits exceeds {self.max_bits}")
+        self.charge((bits // T.BITS_PER_STEP + 1) * 4)
+        return self.check_int(a ** b)
+
+    def lshift(self, a: Any, b: Any) -> Any:
+        if type(a) in (int, bool) and type(b) in (int, bool) and b > 0:
+            if a.bit_length() + b > self.max_bits:
+                raise SizeLimitExceeded(f"shift result exceeds {self.max_bits} bits")
+            self.charge(b // T.BITS_PER_STEP + 1)
+        return a << b
+
+    def mod(self, a: Any, b: Any) -> Any:
+        if type(a) is str:
+            raise SandboxViolation("string % formatting is not allowed; use f-strings")
+        return a % b
+
+    def bitor(self, a: Any, b: Any) -> Any:
+        if type(a) is dict:
+            if type(b) is dict:
+                self.check_len(len(a) + len(b), "dict")
+                self.charge(len(a) + len(b))
+        return a | b
+
+    def iadd(self, a: Any, b: Any) -> Any:
+        if a.__class__ is list:
+            b = self.to_list(b)
+            self.check_len(len(a) + len(b), "list")
+            self.charge(len(b) + 1)
+            a += b
+            return a
+        if a.__class__ is dict:
+            return a + b  # TypeError natively
+        return self.add(a, b)
+
+    def ior(self, a: Any, b: Any) -> Any:
+        if a.__class__ is dict and b.__class__ is dict:
+            self.check_len(len(a) + len(b), "dict")
+            self.charge(len(b) + 1)
+            a |= b
+            return a
+        return self.bitor(a, b)
+
+    # ---- comparisons -------------------------------------------------------------------
+    def _cmp_cost(self, a: Any, b: Any) -> None:
+        ta, tb = a.__class__, b.__class__
+        if ta is str and tb is str:
+            n = min(len(a), len(b))
+            if n > 256:
+                self.charge(n // _CH)
+        elif (ta is list or ta is dict) and (tb is list or tb is dict):
+            self.walk(a)
+            self.walk(b)
+
+    def eq(self, a: Any, b: Any) -> bool:
+        self._cmp_cost(a, b)
+        return a == b
+
+    def ne(self, a: Any, b: Any) -> bool:
+        self._cmp_cost(a, b)
+        return a != b
+
+    def lt(self, a: Any, b: Any) -> bool:
+        self._cmp_cost(a, b)
+        return a < b
+
+    def le(self, a: Any, b: Any) -> bool:
+        self._cmp_cost(a, b)
+        return a <= b
+
+    def gt(self, a: Any, b: Any) -> bool:
+        self._cmp_cost(a, b)
+        return a > b
+
+    def ge(self, a: Any, b: Any) -> bool:
+        self._cmp_cost(a, b)
+        return a >= b
+
+    def contains(self, a: Any, b: Any) -> bool:
+        """``a in b``."""
+        tb = b.__class__
+        if tb is dict:
+            return a in b
+        if tb is str:
+            if type(a) is str:
+                self.charge((len(a) + len(b)) // _CH)
+            return a in b
+        if tb is list:
+            self.charge(len(b) * self._elem_cost(a))
+            return a in b
+        if tb is range:
+            if type(a) not in (int, bool):
+                self.charge(len(b) if len(b) < (1 << 40) else (1 << 40))
+            return a in b
+        return a in b  # TypeError natively (int, None, ...)
+
+    def not_contains(self, a: Any, b: Any) -> bool:
+        return not self.contains(a, b)
+
+    def _elem_cost(self, a: Any) -> int:
+        t = type(a)
+        if t is str:
+            return 1 + len(a) // _CH
+        if t is list or t is dict:
+            return self.walk(a)
+        return 1
+
+    def chain(self, ops: tuple[str, ...], *vals: Any) -> bool:
+        """A chained comparison with all operands evaluated up front."""
+        for i, op in enumerate(ops):
+            if not getattr(self, op)(vals[i], vals[i + 1]):
+                return False
+        return True
+
+    # ---- sequences ---------------------------------------------------------------------
+    def slice(self, x: Any, lo: Any, hi: Any, st: Any) -> Any:
+        t = type(x)
+        if t is str or t is list:
+            n = len(range(*slice(lo, hi, st).indices(len(x))))
+            self.charge(1 + (n // _CH if t is str else n))
+        return x[lo:hi:st]
+
+    def delitem(self, x: Any, k: Any) -> None:
+        if type(x) is list:
+            self.charge(len(x) + 1)
+        del x[k]
+
+    def augsub(self, obj: Any, key: Any, op: str, value: Any) -> None:
+        obj[key] = getattr(self, op)(obj[key], value)
+
+    def star(self, x: Any) -> Any:
+        t = type(x)
+        if t is list or t is str or t is dict or t is range:
+            n = len(x)
+            self.check_len(n, "unpacked " + _tname(x))
+            self.charge(n)
+        return x
+
+    def dstar(self, x: Any) -> Any:
+        if type(x) is dict:
+            self.charge(len(x))
+        return x
+
+    def to_list(self, x: Any) -> list[Any]:
+        """Materialise an iterable as a new list, charging and capping first."""
+        t = type(x)
+        if t is list or t is str or t is dict or t is range:
+            n = len(x)
+            self.check_len(n, _tname(x))
+            self.charge(n + 1)
+            return list(x)
+        raise TypeError(f"'{_tname(x)}' object is not iterable")
+
+    # ---- attributes and methods ---------------------------------------------------------
+    def ga(self, obj: Any, name: str) -> Any:
+        allowed = FIELD_TYPES.get(type(obj))
+        if allowed is None or name not in allowed:
+            raise SandboxViolation(f"attribute '{name}' of {_tname(obj)} is not available")
+        return getattr(obj, name)
+
+    def mc(self, obj: Any, name: str, *args: Any, **kw: Any) -> Any:
+        h = self._methods.get((obj.__class__, name))
+        if h is None:
+            raise SandboxViolation(f"{_tname(obj)} has no method '{name}'")
+        return h(self, obj, *args, **kw)
+
+    # ---- conversions -------------------------------------------------------------------
+    def to_str(self, x: Any) -> str:
+        t = type(x)
+        if t is str:
+            return x
+        if t is int:
+            self.charge(1 + x.bit_length() // 256)
+            return str(x)
+        if t is bool or x is None:
+            return str(x)
+        return self._render(x, str)
+
+    def repr_(self, x: Any) -> str:
+        t = type(x)
+        if t is int or t is bool or x is None:
+            return repr(x)
+        return self._render(x, repr)
+
+    def _render(self, x: Any, fn: Callable[[Any], str]) -> str:
+        t = type(x)
+        if t in (list, dict, str):
+            self.walk(x)
+        elif t is range:
+            self.charge(2)
+        elif isinstance(x, Exception):
+            # Only scalar arguments render: a function's repr would carry its address.
+            self.charge(2)
+            if not all(type(a) in _SCALARS for a in x.args):
+                return type(x).__name__
+            if any(type(a) is str and len(a) > self.max_len for a in x.args):
+                raise SizeLimitExceeded("exception message too long")
+        else:
+            raise SandboxViolation(f"cannot convert {_tname(x)} to str")
+        s = fn(x)
+        # repr may escape a character into up to 10; the walk charged the input only.
+        self.check_len(len(s), "string")
+        self.charge(len(s) // _CH)
+        return s
+
+    def fstr(self, *parts: Any) -> str:
+        out = [p if type(p) is str else self.to_str(p) for p in parts]
+        n = sum(len(p) for p in out)
+        self.check_len(n, "string")
+        self.charge(n // _CH + 1)
+        return "".join(out)
+
+    def _make_builtins(self) -> dict[str, Any]:
+        from pienode.execution.builtins import make_builtins
+
+        return make_builtins(self)
