@@ -1,13 +1,15 @@
 """The peer-link handshake: mutual authentication and session keys, with no I/O.
 
-Owns: the handshake messages, the transcript, the signature checks against the genesis keys
-and the derivation of the two directional AEAD keys. Never touches a socket, never logs and
-never exposes the ephemeral secret or the derived keys except to the link that uses them.
+Owns: the handshake messages, the transcript, the signature checks against the genesis keys,
+the derivation of the two directional AEAD keys and the responder's key confirmation. Never
+touches a socket, never logs, and never exposes the ephemeral secret or the derived keys
+except to the link that uses them.
 
 Why not TLS: TLS 1.3 has no secp256k1 signature scheme, and the genesis keys are secp256k1.
 So this is a signed ephemeral Diffie-Hellman exchange in the ISO/IEC 9798-3 style (the
 "signed DH with both identities under the signature" that SIGMA analyses), built only from
-vetted primitives in ``cryptography`` (X25519, HKDF-SHA256, AES-256-GCM) and libsecp256k1.
+vetted primitives in ``cryptography`` (X25519, HKDF-SHA256, HMAC-SHA256, AES-256-GCM) and
+libsecp256k1 (through ``pienode.crypto.keys``).
 
 Protocol (I = initiator, who dials; R = responder; ``frame(x)`` = 4-byte length || x)::
 
@@ -16,11 +18,14 @@ Protocol (I = initiator, who dials; R = responder; ``frame(x)`` = 4-byte length 
     th        = SHA-256("pie/peer-handshake/v1" || frame(m1) || frame(m2))
     a_R R -> I : pack({sig: Sign_R("peer-handshake", "responder" || th)})
     a_I I -> R : pack({sig: Sign_I("peer-handshake", "initiator" || th)})
-    k_IR || k_RI = HKDF-SHA256(ikm = X25519(eph_I, eph_R), salt = th,
-                               info = "pie/peer-link/v1/keys", length = 64)
+    k_IR || k_RI || k_fin = HKDF-SHA256(ikm = X25519(eph_I, eph_R), salt = th,
+                                        info = "pie/peer-link/v1/keys", length = 96)
+    fin R -> I : pack({mac: HMAC-SHA256(k_fin, "accepted" || th)})
 
-R sends m2 and a_R back to back, so the exchange takes one and a half round trips. After it,
-every frame is AES-256-GCM under the sender's directional key with a 96-bit nonce that is the
+R sends m2 and a_R back to back and sends ``fin`` only once a_I verified, so the exchange
+takes two round trips and each side knows the other accepted it before it calls the link
+up (without ``fin``, an initiator that R rejects would believe itself connected until R
+hung up). After it, every frame is AES-256-GCM under the sender's directional key with a 96-bit nonce that is the
 frame's counter in that direction (first frame 0). The receiver never reads a nonce from the
 wire: it uses the next counter it expects, so a replayed, dropped, reordered or tampered frame
 fails its tag, and a failed tag closes the link.
@@ -41,8 +46,8 @@ Why this is safe (identity hiding is not a goal: node ids are public in genesis)
   and a handshake signature is usable nowhere else. ``net`` binds the consortium.
 - Forward secrecy: the session keys come only from the ephemeral X25519 secret, which is
   dropped when the handshake ends; a later theft of a node key does not open recorded
-  traffic. Key confirmation is implicit: the first frame that decrypts proves the peer holds
-  the same keys.
+  traffic. Key confirmation is explicit in ``fin`` (R -> I), and the first frame that
+  decrypts confirms the keys to R.
 - The DH result is bound to the authenticated transcript by using ``th`` as the HKDF salt,
   and the two directions use different keys, so a frame cannot be reflected back to its
   sender. A low-order X25519 point makes ``cryptography`` refuse the exchange (all-zero
@@ -56,7 +61,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -158,20 +164,26 @@ def _check_auth(data: bytes, public_key: PublicKey, role: bytes, th: bytes) -> N
         raise HandshakeError("bad handshake signature")
 
 
-def _derive(eph: X25519PrivateKey, peer_eph: bytes, th: bytes) -> tuple[bytes, bytes]:
-    """Return (k_IR, k_RI)."""
+def _derive(eph: X25519PrivateKey, peer_eph: bytes, th: bytes) -> tuple[bytes, bytes, bytes]:
+    """Return (k_IR, k_RI, k_fin)."""
     try:
         shared = eph.exchange(X25519PublicKey.from_public_bytes(peer_eph))
     except ValueError:  # low-order point: all-zero shared secret
         raise HandshakeError("degenerate ephemeral key") from None
-    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=th, info=KEY_INFO).derive(shared)
-    return okm[:32], okm[32:]
+    okm = HKDF(algorithm=hashes.SHA256(), length=96, salt=th, info=KEY_INFO).derive(shared)
+    return okm[:32], okm[32:64], okm[64:]
+
+
+def _fin_mac(k_fin: bytes, th: bytes) -> hmac.HMAC:
+    mac = hmac.HMAC(k_fin, hashes.SHA256())
+    mac.update(b"accepted" + th)
+    return mac
 
 
 class Initiator:
-    """The dialing side. Use: ``m1 = start()``; ``a_i = finish(m2, a_r)``; then ``keys``."""
+    """The dialing side: ``m1 = start()``; ``a_i = finish(m2, a_r)``; ``keys = confirm(fin)``."""
 
-    __slots__ = ("_key", "_own_id", "_peer_id", "_peer_key", "_net", "_eph", "_m1", "keys")
+    __slots__ = ("_key", "_own_id", "_peer_id", "_peer_key", "_net", "_eph", "_m1", "_pending", "keys")
 
     def __init__(
         self, own_id: str, key: PrivateKey, peer_id: str, peer_key: PublicKey, network_id: str = "pie"
@@ -182,6 +194,7 @@ class Initiator:
         self._peer_key, self._net = peer_key, network_id
         self._eph: X25519PrivateKey | None = None
         self._m1 = b""
+        self._pending: tuple[SessionKeys, bytes] | None = None
         self.keys: SessionKeys | None = None
 
     def start(self) -> bytes:
@@ -203,14 +216,39 @@ class Initiator:
             raise HandshakeError("responder is not the node we dialed")
         th = _transcript_hash(self._m1, m2)
         _check_auth(a_r, self._peer_key, b"responder", th)
-        k_ir, k_ri = _derive(self._eph, hello["eph"], th)  # type: ignore[arg-type]
+        k_ir, k_ri, k_fin = _derive(self._eph, hello["eph"], th)  # type: ignore[arg-type]
         self._eph = None  # forward secrecy: drop the ephemeral secret as soon as possible
-        self.keys = SessionKeys(self._peer_id, send_key=k_ir, recv_key=k_ri, transcript_hash=th)
+        keys = SessionKeys(self._peer_id, send_key=k_ir, recv_key=k_ri, transcript_hash=th)
+        self._pending = (keys, k_fin)
         return _auth_message(self._key, b"initiator", th)
+
+    def confirm(self, fin: bytes) -> SessionKeys:
+        """Check that the responder accepted us; only then are the session keys released.
+
+        Raises:
+            HandshakeError: ``fin`` is malformed or does not match (the responder rejected
+                us, or someone other than the authenticated responder sent it).
+        """
+        if self._pending is None:
+            raise HandshakeError("handshake not finished")
+        keys, k_fin = self._pending
+        try:
+            msg = unpack(fin, max_bytes=MAX_HANDSHAKE_MESSAGE)
+        except Exception:
+            raise HandshakeError("malformed confirmation") from None
+        if not isinstance(msg, dict) or set(msg) != {"mac"} or not isinstance(msg["mac"], bytes):
+            raise HandshakeError("malformed confirmation")
+        try:
+            _fin_mac(k_fin, keys.transcript_hash).verify(msg["mac"])
+        except InvalidSignature:
+            raise HandshakeError("bad key confirmation") from None
+        self._pending = None
+        self.keys = keys
+        return keys
 
 
 class Responder:
-    """The accepting side. Use: ``m2, a_r = respond(m1)``; ``keys = finish(a_i)``."""
+    """The accepting side: ``m2, a_r = respond(m1)``; ``keys, fin = finish(a_i)``."""
 
     __slots__ = ("_key", "_own_id", "_peers", "_net", "_th", "_eph", "_peer_eph", "_peer_id")
 
@@ -254,15 +292,19 @@ class Responder:
         self._eph, self._peer_eph = eph, hello["eph"]  # type: ignore[assignment]
         return m2, _auth_message(self._key, b"responder", self._th)
 
-    def finish(self, a_i: bytes) -> SessionKeys:
+    def finish(self, a_i: bytes) -> tuple[SessionKeys, bytes]:
         """Check the initiator's signature against its genesis key.
 
+        Returns:
+            The session keys and ``fin``, the key confirmation to send back.
+
         Raises:
-            HandshakeError: bad or malformed signature.
+            HandshakeError: bad or malformed signature, or a degenerate ephemeral key.
         """
         if self._eph is None:
             raise HandshakeError("handshake not started")
         _check_auth(a_i, self._peers[self._peer_id], b"initiator", self._th)
-        k_ir, k_ri = _derive(self._eph, self._peer_eph, self._th)
+        k_ir, k_ri, k_fin = _derive(self._eph, self._peer_eph, self._th)
         self._eph = None  # forward secrecy: drop the ephemeral secret as soon as possible
-        return SessionKeys(self._peer_id, send_key=k_ri, recv_key=k_ir, transcript_hash=self._th)
+        keys = SessionKeys(self._peer_id, send_key=k_ri, recv_key=k_ir, transcript_hash=self._th)
+        return keys, pack({"mac": _fin_mac(k_fin, self._th).finalize()})

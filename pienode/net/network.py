@@ -342,7 +342,10 @@ class PeerNetwork:
         m2, a_r = responder.respond(await _read_handshake_message(reader))
         writer.write(_framed(m2, a_r))
         await writer.drain()
-        return responder.finish(await _read_handshake_message(reader))
+        keys, fin = responder.finish(await _read_handshake_message(reader))
+        writer.write(_framed(fin))
+        await writer.drain()
+        return keys
 
     async def _dial(self, peer_id: str) -> tuple[SessionKeys, asyncio.StreamReader, asyncio.StreamWriter]:
         addr = self._peers[peer_id]
@@ -355,11 +358,11 @@ class PeerNetwork:
             a_r = await _read_handshake_message(reader)
             writer.write(_framed(initiator.finish(m2, a_r)))
             await writer.drain()
+            keys = initiator.confirm(await _read_handshake_message(reader))
         except BaseException:
             _abort(writer)
             raise
-        assert initiator.keys is not None
-        return initiator.keys, reader, writer
+        return keys, reader, writer
 
     async def _dial_loop(self, peer_id: str) -> None:
         cfg = self.config

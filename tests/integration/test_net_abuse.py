@@ -63,9 +63,10 @@ class Env:
         a_i = initiator.finish(*msgs)
         writer.write(len(a_i).to_bytes(4, "big") + a_i)
         await writer.drain()
-        assert initiator.keys is not None
+        length = int.from_bytes(await reader.readexactly(4), "big")
+        keys = initiator.confirm(await reader.readexactly(length))
         await until(lambda: node_id in self.target.connected_peers())
-        return reader, writer, FrameCipher(initiator.keys.send_key)
+        return reader, writer, FrameCipher(keys.send_key)
 
 
 @contextlib.asynccontextmanager
@@ -185,7 +186,9 @@ async def test_genesis_id_with_wrong_key_is_rejected():
         try:
             await until(lambda: e.target.stats.handshake_failures >= 1 and e.real.stats.handshake_failures >= 1)
             assert RAW not in e.target.connected_peers() and RAW not in e.real.connected_peers()
-            assert impostor.connected_peers() == set() and e.target.stats.handshakes_ok == 1
+            # The impostor never believes itself connected: nobody sent it a confirmation.
+            assert impostor.stats.handshakes_ok == 0 and impostor.connected_peers() == set()
+            assert e.target.stats.handshakes_ok == 1
         finally:
             await impostor.stop()
         await e.still_serves_real_peer()
@@ -282,7 +285,7 @@ async def test_undersized_and_malformed_records_close_the_link():
 
 
 async def test_silent_authenticated_peer_is_dropped_after_idle_timeout():
-    async with env(NetConfig(keepalive_interval=0.05, idle_timeout=0.5)) as e:
+    async with env(NetConfig(keepalive_interval=0.05, idle_timeout=1.0)) as e:
         reader, writer, _ = await e.authenticated()  # authenticates, then never sends again
         assert await closed_by_peer(reader, timeout=5)
         assert RAW not in e.target.connected_peers()

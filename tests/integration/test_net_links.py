@@ -283,11 +283,11 @@ async def test_async_handler_is_awaited_and_handler_errors_do_not_break_the_link
 
 
 async def test_idle_link_survives_on_keepalives():
-    cfg = NetConfig(keepalive_interval=0.05, idle_timeout=0.4)
+    cfg = NetConfig(keepalive_interval=0.05, idle_timeout=0.6)
     async with cluster(2, cfg) as (nodes, _):
         a = nodes["hospital-1"].net
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 1.2
+        deadline = loop.time() + 1.8
         while loop.time() < deadline:  # three idle timeouts with no application traffic
             assert a.connected_peers() == {"hospital-2"}
             await asyncio.sleep(0.05)

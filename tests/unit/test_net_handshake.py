@@ -25,7 +25,9 @@ def run(initiator: Initiator, responder: Responder):
     m1 = initiator.start()
     m2, a_r = responder.respond(m1)
     a_i = initiator.finish(m2, a_r)
-    return responder.finish(a_i), initiator.keys
+    r_keys, fin = responder.finish(a_i)
+    assert initiator.keys is None  # nothing is released before the responder confirms
+    return r_keys, initiator.confirm(fin)
 
 
 def test_handshake_derives_matching_directional_keys(keys):
@@ -161,6 +163,7 @@ def test_low_order_ephemeral_key_is_rejected_even_when_signed(keys):
     a_i = pack({"sig": keys[A].sign(SIGN_DOMAIN, b"initiator" + _transcript_hash(m1, m2))})
     with pytest.raises(HandshakeError, match="degenerate"):
         responder.finish(a_i)
+    assert responder._eph is not None  # noqa: SLF001 - no keys were derived
 
     initiator = Initiator(A, keys[A], B, keys[B].public_key)
     m1 = initiator.start()
@@ -195,3 +198,37 @@ def test_finish_before_start_is_refused(keys):
         Responder(B, keys[B], genesis(keys)).finish(b"")
     with pytest.raises(HandshakeError):
         Initiator(A, keys[A], A, keys[A].public_key)
+
+
+def test_key_confirmation_must_match(keys):
+    initiator = Initiator(A, keys[A], B, keys[B].public_key)
+    responder = Responder(B, keys[B], genesis(keys))
+    m2, a_r = responder.respond(initiator.start())
+    a_i = initiator.finish(m2, a_r)
+    _, fin = responder.finish(a_i)
+    forged = unpack(fin)
+    forged["mac"] = bytes(32)
+    for bad in (pack(forged), b"", pack({"mac": 5}), b"\xc1"):
+        with pytest.raises(HandshakeError):
+            initiator.confirm(bad)
+        assert initiator.keys is None
+    assert initiator.confirm(fin).peer_id == B
+
+
+def test_confirmation_from_another_session_does_not_match(keys):
+    sessions = []
+    for _ in range(2):
+        initiator = Initiator(A, keys[A], B, keys[B].public_key)
+        responder = Responder(B, keys[B], genesis(keys))
+        m2, a_r = responder.respond(initiator.start())
+        _, fin = responder.finish(initiator.finish(m2, a_r))
+        sessions.append((initiator, fin))
+    with pytest.raises(HandshakeError, match="bad key confirmation"):
+        sessions[0][0].confirm(sessions[1][1])
+
+
+def test_confirm_before_finish_is_refused(keys):
+    initiator = Initiator(A, keys[A], B, keys[B].public_key)
+    initiator.start()
+    with pytest.raises(HandshakeError):
+        initiator.confirm(pack({"mac": bytes(32)}))
