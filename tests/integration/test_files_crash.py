@@ -105,3 +105,25 @@ def test_streamed_upload_peak_rss_stays_small(tmp_path: Path) -> None:
     assert int(size) == 256 << 20
     # A 256 MiB upload may hold a few 4 MiB batches, never the file.
     assert float(rss) - base < 64, json.dumps({"base": base, "peak": rss})
+
+
+def test_metrics_collector_reports_store_counters(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pienode.files.admin import FileStoreCollector
+
+    store = PackStore(tmp_path / "files")
+    try:
+        w = store.writer()
+        from pienode.files.unixfs import cid_of_bytes
+
+        w.put(cid_of_bytes(b"abc"), b"abc")
+        w.commit(cid_of_bytes(b"abc"), 3)
+        reg = CollectorRegistry()
+        reg.register(FileStoreCollector(lambda: store))
+        text = generate_latest(reg).decode()
+        assert "pie_files_bytes_stored 3.0" in text
+        assert "pie_files_roots 1.0" in text
+        assert "pie_files_chunks_repaired_total 0.0" in text
+    finally:
+        store.close()
