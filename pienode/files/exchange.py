@@ -179,10 +179,10 @@ class BlockExchange:
     async def fetch_blocks(self, cids: list[CID], *, prefer: Sequence[str] = ()) -> dict[CID, bytes]:
         """Fetch ``cids`` from peers in parallel, each block verified; a block one peer lacks
         or sends damaged is asked of the next. Returns what was found."""
-        peers = list(dict.fromkeys([*prefer, *self._peers()]))
-        if self.node_id:
-            peers = [p for p in peers if p != self.node_id]
-        random.shuffle(peers[len(prefer):])
+        first = [p for p in dict.fromkeys(prefer) if p != self.node_id]
+        rest = [p for p in dict.fromkeys(self._peers()) if p != self.node_id and p not in first]
+        random.shuffle(rest)  # spread load; the preferred peers (who have it) go first
+        peers = first + rest
         found: dict[CID, bytes] = {}
         wanted = list(dict.fromkeys(cids))
         tried: dict[CID, set[str]] = {c: set() for c in wanted}
@@ -266,7 +266,10 @@ class BlockExchange:
             lost = [c for c in missing if c not in got]
             if lost:
                 raise BlockMissing("block at no reachable peer", cid=str(lost[0]))
-            await asyncio.to_thread(store.put_blocks, [(c, got[c]) for c in missing])
+            # replace: some were present but damaged, and must be overwritten, not deduped.
+            await asyncio.to_thread(
+                lambda: store.put_blocks([(c, got[c]) for c in missing], replace=True)
+            )
             for c in missing:
                 have[c] = got[c] if c.codec == DAG_PB else b""
         return have

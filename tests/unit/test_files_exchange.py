@@ -148,3 +148,22 @@ async def test_serve_side_handles_bad_input(net: FakeNet, tmp_path: Path) -> Non
     for bad in (pack({"op": "get", "cids": [b"\x00junk"]}), pack([1, 2]), b"\xc1"):
         answer = unpack(await net.nodes["hospital-1"].handle_request("x", bad))
         assert answer["ok"] is False
+
+
+async def test_fetch_dag_replaces_damaged_internal_node(net: FakeNet) -> None:
+    from pienode.files.admin import verify
+    from pienode.files.store import _LOC
+
+    a, d = net.nodes["hospital-1"], net.nodes["hospital-4"]
+    info = await ingest(a.store, _pieces(DATA), 1 << 30)
+    await ingest(d.store, _pieces(DATA), 1 << 30)
+    root = CID.parse(info.cid)
+    pack, off, n = _LOC.unpack(d.store._kv.get(b"B" + root.digest))
+    path = d.store.directory / "packs" / f"{pack:08d}.pack"
+    with path.open("r+b") as f:
+        f.seek(off + 3)
+        f.write(b"\xff\xff")
+    assert not verify(d.store).ok
+    assert await d.fetch_dag(root) == len(DATA)
+    assert verify(d.store).ok
+    assert d.store.stats().blocks == a.store.stats().blocks
