@@ -52,9 +52,36 @@ def median_seconds(fn: Callable[[], object], reps: int) -> float:
     return statistics.median(times)
 
 
-def per_call_us(fn: Callable[[], object], reps: int, calls: int) -> float:
-    """Median over ``reps`` batches of the mean time of one call, in µs."""
-    return median_seconds(lambda: [fn() for _ in range(calls)], reps) / calls * 1e6
+def interleaved_medians(fns: list[Callable[[], object] | None], reps: int) -> list[float | None]:
+    """Median seconds of each function, run in turn within every repetition.
+
+    The machine is shared: alternating the contenders inside each repetition exposes them to
+    the same background load, so their ratio means something even when the absolute numbers
+    move.
+    """
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            if fn is None:
+                continue
+            t = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) if t else None for t in times]
+
+
+def per_call_us(
+    fns: list[Callable[[], object] | None], reps: int, calls: int
+) -> list[float | None]:
+    """Interleaved medians over ``reps`` batches of ``calls`` calls, per call in µs."""
+
+    def batch(fn: Callable[[], object] | None) -> Callable[[], object] | None:
+        return None if fn is None else (lambda: [fn() for _ in range(calls)])
+
+    return [
+        None if m is None else round(m / calls * 1e6, 1)
+        for m in interleaved_medians([batch(f) for f in fns], reps)
+    ]
 
 
 def read_pieces(data: memoryview, size: int) -> Iterator[memoryview]:
@@ -102,15 +129,13 @@ def bench_stream(mib: int, reps: int) -> dict[str, object]:
             return n
 
         assert dec() == len(data)
-        rows.append(
-            {
-                "chunk": chunk,
-                "raw_aesgcm_chunks_mib_s": round(mib / median_seconds(raw, reps)),
-                "encrypt_mib_s": round(mib / median_seconds(enc, reps)),
-                "encrypt_aligned_reads_mib_s": round(mib / median_seconds(enc_aligned, reps)),
-                "decrypt_mib_s": round(mib / median_seconds(dec, reps)),
-            }
-        )
+        names = ["raw_aesgcm_chunks", "encrypt", "encrypt_aligned_reads", "decrypt"]
+        medians = interleaved_medians([raw, enc, enc_aligned, dec], reps)
+        row: dict[str, object] = {"chunk": chunk}
+        for name, m in zip(names, medians):
+            assert m is not None
+            row[name + "_mib_s"] = round(mib / m)
+        rows.append(row)
         del ct, ct_view
     out["chunk_sizes"] = rows
     sha = median_seconds(lambda: hashlib.sha256(data).digest(), reps)
@@ -151,7 +176,7 @@ def bench_pre(reps: int, calls: int) -> dict[str, object]:
     # (operation, ours, raw umbral-pre doing the same from already-parsed objects,
     #  raw umbral-pre doing the same from bytes with the same checks as ours)
     Op = Callable[[], object]
-    cases: list[tuple[str, Op, Op, Op | None]] = [
+    cases: list[tuple[str, Op | None, Op | None, Op | None]] = [
         ("encapsulate", lambda: pre.encapsulate(d_pk), lambda: u.encrypt(upk, dek), None),
         (
             "open_original",
@@ -183,20 +208,14 @@ def bench_pre(reps: int, calls: int) -> dict[str, object]:
             lambda: u.encrypt(urpk, raw_kf[0]),
             None,
         ),
-        ("unseal", lambda: seal.unseal(r_sk, blob, b"kfrag/x"), lambda: None, None),
-        ("(capsule parse, uncached)", lambda: None, lambda: u.Capsule.from_bytes(raw_cap), None),
+        ("unseal", lambda: seal.unseal(r_sk, blob, b"kfrag/x"), None, None),
+        ("(capsule parse, uncached)", None, lambda: u.Capsule.from_bytes(raw_cap), None),
     ]
     rows = []
     for name, ours, raw, raw_checked in cases:
+        o, r, c = per_call_us([ours, raw, raw_checked], reps, calls)
         rows.append(
-            {
-                "op": name,
-                "ours_us": round(per_call_us(ours, reps, calls), 1),
-                "raw_umbral_us": round(per_call_us(raw, reps, calls), 1),
-                "raw_umbral_same_checks_us": (
-                    round(per_call_us(raw_checked, reps, calls), 1) if raw_checked else None
-                ),
-            }
+            {"op": name, "ours_us": o, "raw_umbral_us": r, "raw_umbral_same_checks_us": c}
         )
     return {"calls_per_rep": calls, "ops": rows}
 
@@ -213,35 +232,20 @@ def bench_signatures(reps: int, calls: int) -> dict[str, object]:
     assert pub.verify("tx", payload, sig)
     assert vk.verify(sig, msg, hashfunc=hashlib.sha256, sigdecode=sigdecode_string)
     slow_calls = max(1, calls // 20)
+    fast_sign, fast_verify = per_call_us(
+        [lambda: key.sign("tx", payload), lambda: pub.verify("tx", payload, sig)], reps, calls
+    )
+    slow_sign, slow_verify = per_call_us(
+        [
+            lambda: sk.sign(msg, hashfunc=hashlib.sha256, sigencode=sigencode_string),
+            lambda: vk.verify(esig, msg, hashfunc=hashlib.sha256, sigdecode=sigdecode_string),
+        ],
+        reps,
+        slow_calls,
+    )
     return {
-        "sign_us": {
-            "pienode_coincurve": round(
-                per_call_us(lambda: key.sign("tx", payload), reps, calls), 1
-            ),
-            "ecdsa_pure_python": round(
-                per_call_us(
-                    lambda: sk.sign(msg, hashfunc=hashlib.sha256, sigencode=sigencode_string),
-                    reps,
-                    slow_calls,
-                ),
-                1,
-            ),
-        },
-        "verify_us": {
-            "pienode_coincurve": round(
-                per_call_us(lambda: pub.verify("tx", payload, sig), reps, calls), 1
-            ),
-            "ecdsa_pure_python": round(
-                per_call_us(
-                    lambda: vk.verify(
-                        esig, msg, hashfunc=hashlib.sha256, sigdecode=sigdecode_string
-                    ),
-                    reps,
-                    slow_calls,
-                ),
-                1,
-            ),
-        },
+        "sign_us": {"pienode_coincurve": fast_sign, "ecdsa_pure_python": slow_sign},
+        "verify_us": {"pienode_coincurve": fast_verify, "ecdsa_pure_python": slow_verify},
     }
 
 
@@ -267,10 +271,10 @@ def print_text(result: dict[str, Any]) -> None:
     print("(raw: the bare umbral-pre call on parsed objects; checked: from bytes, same checks)")
     print(f"{'op':<40} {'ours':>8} {'raw':>8} {'checked':>8}")
     for r in p["ops"]:
-        checked = r["raw_umbral_same_checks_us"]
+        o, raw, c = (r[k] for k in ("ours_us", "raw_umbral_us", "raw_umbral_same_checks_us"))
         print(
-            f"{r['op']:<40} {r['ours_us']:>8} {r['raw_umbral_us']:>8} "
-            f"{'-' if checked is None else checked:>8}"
+            f"{r['op']:<40} {'-' if o is None else o:>8} {'-' if raw is None else raw:>8} "
+            f"{'-' if c is None else c:>8}"
         )
     g = result["signatures"]
     assert isinstance(g, dict)

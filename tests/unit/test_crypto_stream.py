@@ -77,7 +77,7 @@ def test_round_trip_sizes(n: int) -> None:
     assert len(ct) == ciphertext_size(n, C)
     assert plaintext_size(len(ct), C) == n
     assert decrypt_bytes(KEY, ct) == data
-    assert data == b"" or data not in ct
+    assert len(data) < 8 or data not in ct
 
 
 def test_empty_input_is_one_final_empty_chunk() -> None:
