@@ -23,9 +23,10 @@ from pienode.execution.types import (
 )
 from pienode.execution.validator import validate
 from pienode.execution.interpreter import run_call
+from pienode.execution.pool import ContractEngine
 
 __all__ = [
     "DETERMINISTIC_ERRORS", "CallContext", "Caller", "CallResult", "ContractCode",
     "ContractRefused", "Limits", "MemoryState", "StateView", "namespace_prefix", "validate",
-    "run_call",
+    "run_call", "ContractEngine",
 ]

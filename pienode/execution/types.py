@@ -102,12 +102,14 @@ class Limits:
         return [
             self.steps, self.max_len, self.max_int_bits, self.max_depth, self.max_value_bytes,
             self.max_result_bytes, self.max_events, self.max_writes, self.max_key_len,
+            self.cpu_s,
         ]
 
     @classmethod
     def from_wire(cls, w: list[Any], base: "Limits | None" = None) -> "Limits":
         b = base or cls()
-        return cls(*w, wall_clock_s=b.wall_clock_s, memory_bytes=b.memory_bytes, cpu_s=b.cpu_s)
+        cpu = int(w[9]) if len(w) > 9 else b.cpu_s
+        return cls(*w[:9], wall_clock_s=b.wall_clock_s, memory_bytes=b.memory_bytes, cpu_s=cpu)
 
 
 @dataclass(frozen=True, slots=True)
