@@ -289,7 +289,14 @@ class Link:
                 record = self._opener.open(frame)
                 for kind, channel, request_id, payload in iter_record(record):
                     stats.messages_in += 1
-                    await self._dispatch(kind, channel, request_id, payload)
+                    if kind == KIND_MESSAGE:
+                        # The hot path (PBFT traffic): a plain call, awaiting only what the
+                        # consumer hands back, so a sync consumer costs no coroutine per message.
+                        pending = self._deliver(channel, payload)
+                        if pending is not None:
+                            await self._await_delivery(pending)
+                    else:
+                        await self._dispatch(kind, channel, request_id, payload)
                     if self._closed:
                         return
         except asyncio.CancelledError:
@@ -302,20 +309,32 @@ class Link:
             log.error("%s: link to %s: reader failed: %s", self._node_id, self.peer_id, type(exc).__name__)
             self.close("reader error", abort=True)
 
+    def _handler_failed(self, exc: Exception) -> None:
+        self._stats.handler_errors += 1
+        log.error("%s: on_message from %s failed: %s", self._node_id, self.peer_id, type(exc).__name__)
+
+    def _deliver(self, channel: int, payload: bytes) -> Awaitable[object] | None:
+        if self._on_message is None:
+            return None
+        try:
+            result = self._on_message(self.peer_id, channel, payload)
+        except Exception as exc:
+            self._handler_failed(exc)
+            return None
+        if result is not None and inspect.isawaitable(result):
+            return result
+        return None
+
+    async def _await_delivery(self, pending: Awaitable[object]) -> None:
+        try:
+            await pending  # back-pressure: a slow consumer slows this peer's link only
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._handler_failed(exc)
+
     async def _dispatch(self, kind: int, channel: int, request_id: int, payload: bytes) -> None:
-        if kind == KIND_MESSAGE:
-            if self._on_message is None:
-                return
-            try:
-                result = self._on_message(self.peer_id, channel, payload)
-                if result is not None and inspect.isawaitable(result):
-                    await result  # back-pressure: a slow consumer slows this peer's link only
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._stats.handler_errors += 1
-                log.error("%s: on_message from %s failed: %s", self._node_id, self.peer_id, type(exc).__name__)
-        elif kind == KIND_REQUEST:
+        if kind == KIND_REQUEST:
             self._stats.requests_in += 1
             await self._inflight.acquire()  # bounded concurrency; waiting here slows the peer
             task = asyncio.create_task(self._serve(channel, request_id, payload))

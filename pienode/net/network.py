@@ -203,6 +203,12 @@ class PeerNetwork:
         self._dialers.clear()
         self._links.clear()
 
+    def _check(self, channel: int, payload: bytes) -> None:
+        if not 0 <= channel <= 255:
+            raise ValueError(f"channel must be 0..255, not {channel}")
+        if len(payload) > self._max_payload:
+            raise PayloadTooLarge(f"payload of {len(payload)} bytes exceeds {self._max_payload}")
+
     def send(self, peer_id: str, channel: int, payload: bytes) -> bool:
         """Queue a one-way message; never blocks.
 
@@ -212,9 +218,9 @@ class PeerNetwork:
 
         Raises:
             PayloadTooLarge: ``payload`` exceeds ``max_payload`` (a caller's bug).
+            ValueError: ``channel`` is not in 0..255.
         """
-        if len(payload) > self._max_payload:
-            raise PayloadTooLarge(f"payload of {len(payload)} bytes exceeds {self._max_payload}")
+        self._check(channel, payload)
         link = self._links.get(peer_id)
         if link is None:
             self._stats.drops_not_connected += 1
@@ -235,8 +241,7 @@ class PeerNetwork:
             QueueFull: the peer's send queue is full.
             PayloadTooLarge: ``payload`` exceeds ``max_payload``.
         """
-        if len(payload) > self._max_payload:
-            raise PayloadTooLarge(f"payload of {len(payload)} bytes exceeds {self._max_payload}")
+        self._check(channel, payload)
         link = self._links.get(peer_id)
         if link is None or link.is_closed:
             raise PeerUnavailable("no link to peer", peer=peer_id)

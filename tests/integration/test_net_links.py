@@ -323,3 +323,43 @@ async def test_logs_hold_no_payload_and_no_key(caplog):
     assert "link to hospital-2 up" in text  # the log really was captured
     assert marker.decode() not in text
     assert not any(s in text for s in secrets)
+
+
+async def test_nodes_started_one_by_one_end_fully_connected():
+    async with cluster(4, NetConfig(backoff_max=0.2), connect=False) as (nodes, peers):
+        # cluster() started them all; restart them now in reverse order, one at a time,
+        # so every dialer first finds its peer down and must retry.
+        for node in nodes.values():
+            await node.net.stop()
+        for name in sorted(nodes, reverse=True):
+            node = nodes[name]
+            node.net = PeerNetwork(name, node.key, peers, config=NetConfig(backoff_max=0.2),
+                                   on_message=lambda p, c, b, inbox=node.inbox: inbox.append((p, c, b)))
+            await node.net.start("127.0.0.1", peers[name].port)
+            await asyncio.sleep(0.05)  # stagger starts (a schedule, not a wait for a condition)
+        for node in nodes.values():
+            await node.net.wait_connected()
+        assert all(len(n.net.connected_peers()) == 3 for n in nodes.values())
+        nodes["hospital-4"].net.broadcast(CHANNEL_CONSENSUS, b"new-view")
+        await until(lambda: all(len(nodes[f"hospital-{i}"].inbox) == 1 for i in (1, 2, 3)))
+
+
+async def test_restart_of_every_node_at_once_relinks_everything():
+    async with cluster(4) as (nodes, peers):
+        for node in nodes.values():
+            await node.net.stop()
+        for name, node in nodes.items():
+            node.net = PeerNetwork(name, node.key, peers, on_request=echo)
+        await asyncio.gather(*(n.net.start("127.0.0.1", peers[name].port) for name, n in nodes.items()))
+        for node in nodes.values():
+            await node.net.wait_connected()
+            assert node.net.stats.handshakes_ok == 3  # one link per pair, no duplicates
+        assert await nodes["hospital-4"].net.request("hospital-1", CHANNEL_SYNC, b"x", timeout=5) == b"echo:x"
+
+
+async def test_bad_channel_is_a_caller_error():
+    async with cluster(2) as (nodes, _):
+        with pytest.raises(ValueError):
+            nodes["hospital-1"].net.send("hospital-2", 256, b"x")
+        with pytest.raises(ValueError):
+            await nodes["hospital-1"].net.request("hospital-2", -1, b"x", timeout=1)
