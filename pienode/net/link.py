@@ -50,6 +50,7 @@ OnRequest = Callable[[str, int, bytes], Awaitable[bytes]]
 
 _MAX_ERROR_TEXT = 300
 WRITE_BUFFER_HIGH = 1024 * 1024
+CLOSE_GRACE_SECONDS = 2.0
 
 
 def _error_text(exc: BaseException) -> str:
@@ -134,6 +135,8 @@ class Link:
             transport.abort()
         else:
             transport.close()
+            # close() waits to flush; a peer that stopped reading must not pin the socket.
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, transport.abort)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(PeerUnavailable("link closed", peer=self.peer_id))

@@ -166,7 +166,8 @@ class PeerNetwork:
         Args:
             listen_host, listen_port: where to listen; port 0 lets the OS choose (see
                 ``listen_port`` afterwards).
-            sock: an already bound socket to listen on instead (host and port are ignored).
+            sock: an already bound socket to listen on instead (host and port are ignored);
+                give it SO_REUSEADDR if a restarted node must re-listen on the same port.
         """
         if self._server is not None:
             raise RuntimeError("PeerNetwork already started")
