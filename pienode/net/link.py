@@ -389,7 +389,9 @@ class Link:
             await asyncio.sleep(tick)
             now = loop.time()
             if now - self._last_recv > idle:
-                log.warning("%s: no traffic from %s for %.1fs; closing link", self._node_id, self.peer_id, idle)
+                log.warning(
+                    "%s: no traffic from %s for %.1fs; closing link", self._node_id, self.peer_id, idle
+                )
                 self.close("peer silent", abort=True)
                 return
             if now - self._last_sent >= interval and not self._hi:

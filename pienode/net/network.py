@@ -269,7 +269,13 @@ class PeerNetwork:
 
     # ---- links ---------------------------------------------------------------------------
 
-    def _install(self, keys: SessionKeys, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outbound: bool) -> Link:
+    def _install(
+        self,
+        keys: SessionKeys,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        outbound: bool,
+    ) -> Link:
         peer_id = keys.peer_id
         old = self._links.get(peer_id)
         if old is not None:

@@ -27,12 +27,27 @@ def record(*messages: tuple[int, int, int, bytes]) -> bytes:
 
 
 def test_record_round_trip_keeps_order_and_fields():
-    msgs = [(KIND_MESSAGE, 0, 0, b"pre-prepare"), (KIND_REQUEST, 1, 7, b""), (KIND_RESPONSE, 2, 2**64 - 1, b"x" * 1000)]
+    msgs = [
+        (KIND_MESSAGE, 0, 0, b"pre-prepare"),
+        (KIND_REQUEST, 1, 7, b""),
+        (KIND_RESPONSE, 2, 2**64 - 1, b"x" * 1000),
+    ]
     assert list(iter_record(record(*msgs))) == msgs
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 4]), st.integers(0, 255), st.integers(0, 2**64 - 1), st.binary(max_size=300)), min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 2, 3, 4]),
+            st.integers(0, 255),
+            st.integers(0, 2**64 - 1),
+            st.binary(max_size=300),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_any_record_round_trips(msgs):
     assert list(iter_record(record(*msgs))) == msgs
 

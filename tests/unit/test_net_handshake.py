@@ -40,7 +40,8 @@ def test_handshake_derives_matching_directional_keys(keys):
     assert i_keys.transcript_hash == r_keys.transcript_hash
     # The keys really work as AES-256-GCM keys across the two sides.
     nonce = bytes(12)
-    assert AESGCM(r_keys.recv_key).decrypt(nonce, AESGCM(i_keys.send_key).encrypt(nonce, b"hi", None), None) == b"hi"
+    sealed = AESGCM(i_keys.send_key).encrypt(nonce, b"hi", None)
+    assert AESGCM(r_keys.recv_key).decrypt(nonce, sealed, None) == b"hi"
     assert keys[A].to_bytes().hex() not in repr(i_keys) and i_keys.send_key.hex() not in repr(i_keys)
 
 
