@@ -390,6 +390,9 @@ class PeerNetwork:
                 keys, reader, writer = await asyncio.wait_for(self._dial(peer_id), cfg.handshake_timeout)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError as exc:  # before OSError, of which it is a subclass
+                # Connected but no answer (a paused peer's kernel still accepts): worth a line.
+                self._handshake_failed(f"outbound {peer_id}", exc)
             except (ConnectionError, OSError) as exc:
                 # The peer is down or restarting: expected, so not worth a warning each time.
                 log.debug("%s: dial %s failed: %s", self.node_id, peer_id, type(exc).__name__)
@@ -401,6 +404,6 @@ class PeerNetwork:
                 await link.closed.wait()
                 if self._stopping:
                     return
-            # Full jitter in [delay/2, delay] so that nodes restarted together spread out.
+            # Jitter in [delay/2, delay] so that nodes restarted together spread out.
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, cfg.backoff_max)

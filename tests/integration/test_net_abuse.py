@@ -340,3 +340,30 @@ async def test_peer_that_asks_but_never_reads_cannot_grow_our_queues():
         assert bulk * len(payload) <= 200_000 and priority == 0
         await e.still_serves_real_peer()
         writer.close()
+
+
+async def test_dialing_a_peer_that_accepts_but_never_answers_times_out_and_retries():
+    # What a SIGSTOPped node looks like from outside: its kernel still accepts connections.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    keys = {TARGET: PrivateKey.generate(), "hospital-9": PrivateKey.generate()}
+    peers = {
+        TARGET: PeerAddress("127.0.0.1", 9, keys[TARGET].public_key),
+        "hospital-9": PeerAddress("127.0.0.1", port, keys["hospital-9"].public_key),
+    }
+    net = PeerNetwork(TARGET, keys[TARGET], peers,
+                      config=NetConfig(handshake_timeout=0.2, backoff_max=0.1))
+    await net.start("127.0.0.1", 0)
+    try:
+        await until(lambda: net.stats.handshake_timeouts >= 2 and len(accepted) >= 2)
+        assert net.connected_peers() == set() and net.stats.handshakes_ok == 0
+    finally:
+        await net.stop()
+        server.close()
+        for writer in accepted:
+            writer.close()
