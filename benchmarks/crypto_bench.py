@@ -10,6 +10,7 @@ Reports medians of ``--reps`` runs:
   calls it wraps (the wrapper adds parsing and verification, which the raw column lacks
   where noted);
 - sealing (``pienode.crypto.seal``);
+- the cryptography of one whole re-key round (``pienode.crypto.grants``);
 - signatures: ``pienode.crypto.keys`` (libsecp256k1) against pure-Python ``ecdsa``.
 
 This is a measurement tool, never imported by the node.
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 from ecdsa import SECP256k1, SigningKey  # noqa: E402
 from ecdsa.util import sigdecode_string, sigencode_string  # noqa: E402
 
-from pienode.crypto import pre, seal, stream  # noqa: E402
+from pienode.crypto import grants, pre, seal, stream  # noqa: E402
 from pienode.crypto.keys import PrivateKey  # noqa: E402
 from pienode.encoding import signing_payload  # noqa: E402
 
@@ -220,6 +221,46 @@ def bench_pre(reps: int, calls: int) -> dict[str, object]:
     return {"calls_per_rep": calls, "ops": rows}
 
 
+def bench_rekey_round(reps: int, calls: int) -> dict[str, object]:
+    """The cryptography of one re-key round on a 4-node consortium, end to end in one process.
+
+    Grantor: unseal the record version's key, make a 2-of-4 grant sealed to the nodes.
+    Two nodes: unseal their kfrag, verify it, re-encrypt. Requester: verify, combine, open.
+    """
+    nodes = [pre.generate_keypair() for _ in range(4)]
+    node_pks = [pk for _, pk in nodes]
+    patient_sk, patient_pk = pre.generate_keypair()
+    requester_sk, requester_pk = pre.generate_keypair()
+    signer = pre.PreSecretKey.generate()
+    keys, dek = grants.new_record_version([patient_pk], "r", 1)
+
+    def round_trip() -> bytes:
+        d_sk = grants.open_record_key(
+            patient_sk, keys.sealed_delegating_sk[0], "r", 1, keys.delegating_pk
+        )
+        sealed = grants.make_grant(d_sk, requester_pk, signer, node_pks, "g")
+        cfrags = [
+            grants.serve_fragment(
+                nodes[i][0],
+                i,
+                sealed[i],
+                "g",
+                keys.key_capsule,
+                delegating_pk=keys.delegating_pk,
+                requester_pk=requester_pk,
+                verifying_pk=signer.public_key,
+            )
+            for i in (1, 3)
+        ]
+        return grants.open_grant(
+            requester_sk, keys.delegating_pk, keys.key_capsule, cfrags, signer.public_key
+        )
+
+    assert round_trip() == dek
+    (us,) = per_call_us([round_trip], reps, max(1, calls // 10))
+    return {"rekey_round_crypto_us": us, "nodes": 4, "threshold": 2}
+
+
 def bench_signatures(reps: int, calls: int) -> dict[str, object]:
     key = PrivateKey.generate()
     pub = key.public_key
@@ -276,6 +317,11 @@ def print_text(result: dict[str, Any]) -> None:
             f"{r['op']:<40} {'-' if o is None else o:>8} {'-' if raw is None else raw:>8} "
             f"{'-' if c is None else c:>8}"
         )
+    k = result["rekey"]
+    print(
+        f"\n== re-key round, cryptography only (grant 2-of-4, 2 nodes serve, requester opens):"
+        f" {k['rekey_round_crypto_us'] / 1000:.1f} ms =="
+    )
     g = result["signatures"]
     assert isinstance(g, dict)
     print("\n== secp256k1 signatures, µs per call (median) ==")
@@ -294,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "stream": bench_stream(args.mib, args.reps),
         "pre": bench_pre(args.reps, args.calls),
+        "rekey": bench_rekey_round(args.reps, args.calls),
         "signatures": bench_signatures(args.reps, args.calls),
         "cpus": os.cpu_count(),
     }
