@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from pienode.execution import runtime_tables as T
-from pienode.execution.runtime import Runtime, SandboxViolation
+from pienode.execution.runtime import Runtime, SandboxViolation, SizeLimitExceeded
 
 _CH = T.CHARS_PER_STEP
 
@@ -49,6 +49,10 @@ def make_builtins(rt: Runtime) -> dict[str, Any]:
 
     def b_int(x: Any = 0, base: Any = None) -> int:
         if type(x) is str:
+            # Bound the text before parsing: the interpreter's own digit limit is an
+            # environment setting that could differ between nodes.
+            if len(x) > 4400:
+                raise SizeLimitExceeded(f"integer text of {len(x)} characters")
             rt.charge(1 + len(x) // _CH)
             r = int(x) if base is None else int(x, base)
         elif type(x) in (int, bool):

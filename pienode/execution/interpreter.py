@@ -125,6 +125,7 @@ def run_call(
     filename = f"<contract:{code.name}>"
     g: dict[str, Any] = {"__builtins__": rt.builtins}
     old_limit = sys.getrecursionlimit()
+    sys.set_int_max_str_digits(4300)  # pinned: PYTHONINTMAXSTRDIGITS must not vary results
     sys.setrecursionlimit(_frame_depth() + 3 * limits.max_depth + 60)
     try:
         exec(compiled, g)

@@ -294,6 +294,9 @@ def _is_literal(node: ast.AST) -> bool:
         return True
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         return _is_literal(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult,
+                                                             ast.FloorDiv)):
+        return _is_literal(node.left) and _is_literal(node.right)
     if isinstance(node, (ast.List, ast.Tuple)):
         return all(_is_literal(e) for e in node.elts)
     if isinstance(node, ast.Dict):
