@@ -2,7 +2,10 @@
 
 Used for: a grant's kfrag sealed to each hospital node, and a record version's delegating
 secret sealed to the patient (and to the creating physician, for emergency access). Only the
-holder of the recipient's secret key opens a sealed blob; nobody can change it unnoticed.
+holder of the recipient's secret key opens a sealed blob, and a changed blob does not open.
+Sealing does not say who sealed (anyone can seal to a public key): the signed transaction
+that carries a blob says that, and the opener checks what it got (a kfrag's signature, a
+delegating secret against the record version's public key; see ``pienode.crypto.grants``).
 
 This module never logs or stores what it seals, and never implements its own public-key
 encryption: it reuses Umbral's ``encrypt``/``decrypt_original`` (ECDH on secp256k1 into a
