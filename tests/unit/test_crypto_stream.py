@@ -358,3 +358,18 @@ def test_read_aligned_round_trips_and_falls_on_chunk_boundaries(tmp_path: Path) 
     empty.write_bytes(b"")
     with empty.open("rb") as f:
         assert decrypt_bytes(KEY, b"".join(encrypt_stream(KEY, s.read_aligned(f, C), C))) == b""
+
+
+@pytest.mark.parametrize("chunk", [C, 100, s.DEFAULT_CHUNK_SIZE])
+def test_size_functions_are_exact_inverses(chunk: int) -> None:
+    for n in list(range(0, 6 * chunk, max(1, chunk // 50))) + [chunk - HEADER_SIZE, 10**9]:
+        assert plaintext_size(ciphertext_size(n, chunk), chunk) == n
+    valid = 0
+    for m in range(0, 4 * (chunk + TAG_SIZE) + 3, max(1, chunk // 64)):
+        try:
+            n = plaintext_size(m, chunk)
+        except StreamError:
+            continue
+        valid += 1
+        assert ciphertext_size(n, chunk) == m
+    assert valid > 0
