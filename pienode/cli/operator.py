@@ -12,6 +12,7 @@ from typing import Any
 from pienode.cli import cluster
 from pienode.cli.client import NodeClient
 from pienode.cli.common import emit, run_command, table
+from pienode.errors import PieError
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -105,6 +106,35 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_genesis_create(args: argparse.Namespace) -> int:
+    from pienode.identity.consortium import HostSpec, create_consortium, hospital_names, load_template
+
+    directory = Path(args.dir)
+    if (directory / "genesis.json").exists():
+        raise PieError(f"{directory} already holds a consortium")
+    template = load_template()
+    names = dict(hospital_names(len(args.node), template))
+    hosts = []
+    for spec in args.node:
+        node_id, sep, host = spec.partition("=")
+        if not sep or not node_id or not host:
+            raise PieError(f"--node wants ID=HOST, not {spec!r}")
+        hosts.append(HostSpec(node_id, names.get(node_id, node_id), host, args.api_port, args.peer_port,
+                              listen_host=args.listen))
+    if len({h.node_id for h in hosts}) != len(hosts):
+        raise PieError("node ids must be distinct")
+    directory.mkdir(parents=True, exist_ok=True)
+    genesis = create_consortium(directory, hosts, template=template)
+    out = {"chain_id": genesis.chain_id, "genesis": str(directory / "genesis.json"),
+           "consortium_key": str(directory / "consortium" / "consortium.key"),
+           "homes": {h.node_id: str(directory / h.node_id) for h in hosts}}
+    emit(out, args.json, lambda r: "\n".join(
+        [f"consortium {r['chain_id']} created in {directory}",
+         f"keep {r['consortium_key']} offline; give each site only its own home:"]
+        + [f"  {k}: {v}" for k, v in r["homes"].items()]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pienode", description="PIE node: operate a hospital consortium's nodes.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -141,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("height", type=int)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_cmd_block)
+
+    g = sub.add_parser("genesis", help="create a consortium for real hosts")
+    gsub = g.add_subparsers(dest="genesis_command", required=True, metavar="ACTION")
+    gc = gsub.add_parser("create", help="keys, certificates, genesis and one home per hospital")
+    gc.add_argument("--dir", required=True)
+    gc.add_argument("--node", action="append", required=True, metavar="ID=HOST",
+                    help="a hospital and the address the others reach it at (repeat)")
+    gc.add_argument("--api-port", type=int, default=8700)
+    gc.add_argument("--peer-port", type=int, default=8701)
+    gc.add_argument("--listen", default="0.0.0.0", help="address each node binds (default 0.0.0.0)")
+    gc.add_argument("--json", action="store_true")
+    gc.set_defaults(func=_cmd_genesis_create)
 
     v = sub.add_parser("verify", help="offline integrity check of a node's ledger and file store")
     v.add_argument("--home", required=True)
