@@ -369,7 +369,7 @@ def decrypt_stream(key: bytes, ciphertext_chunks: Iterable[Buffer]) -> Iterator[
     _check_key(key)
     pieces = iter(ciphertext_chunks)
     head = bytearray()
-    remainder: memoryview | None = None
+    remainder = memoryview(b"")
     for piece in pieces:
         mv = _view(piece)
         need = HEADER_SIZE - len(head)
@@ -382,7 +382,6 @@ def decrypt_stream(key: bytes, ciphertext_chunks: Iterable[Buffer]) -> Iterator[
     dec = StreamDecryptor(key, bytes(head))
     first = dec.next_ciphertext_size()
     rest = dec.chunk_size + TAG_SIZE
-    assert remainder is not None
     for segment, last in _cut(itertools.chain([remainder], pieces), first, rest):
         if not last:
             yield dec.decrypt_chunk(segment, final=False)
