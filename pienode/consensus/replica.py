@@ -831,15 +831,16 @@ class Replica:
     def _check_view_change_quorum(self) -> None:
         if self.active:
             return
-        same = [vc for vc in self._view_changes.values() if vc.view == self.view]
-        if len(same) < self.config.quorum:
-            return
-        # §4.5.2: only once a quorum wants this view does its timer run, so a replica that
-        # is alone cannot race through views; the timeout doubles per failed attempt.
-        if TimerId.VIEW_CHANGE not in self._timers:
+        # §4.5.2: only once a quorum wants this view (or a later one: a replica that already
+        # gave up on it counts too) does its timer run, so a replica that is alone cannot
+        # race through views; the timeout doubles per failed attempt.
+        wanting = sum(1 for vc in self._view_changes.values() if vc.view >= self.view)
+        if wanting >= self.config.quorum and TimerId.VIEW_CHANGE not in self._timers:
             exp = min(self._vc_failures, MAX_BACKOFF_EXP)
             self._set_timer(TimerId.VIEW_CHANGE, self.config.view_change_timeout_ms << exp)
-        if self.primary == self.node_id and self._own_view_change is not None:
+        same = [vc for vc in self._view_changes.values() if vc.view == self.view]
+        if (len(same) >= self.config.quorum and self.primary == self.node_id
+                and self._own_view_change is not None):
             self._send_new_view(same)
 
     def _send_new_view(self, same: list[ViewChange]) -> None:
@@ -897,8 +898,13 @@ class Replica:
             self._check_prepared(self._slots[seq])
         if self.primary == self.node_id:
             self._next_seq = max(max_s, self.stable_checkpoint) + 1
-            in_flight = [e[0].requests for s, slot in self._slots.items()
-                         if s > self.last_delivered_seq for e in slot.batches.values()]
+            # Only batches re-issued in this view are in flight; stale ones from older
+            # views (never prepared) must not hide their requests from the new queue.
+            in_flight = [slot.batches[slot.pre_prepare.digest][0].requests
+                         for s, slot in self._slots.items()
+                         if s > self.last_delivered_seq and slot.pre_prepare is not None
+                         and slot.pre_prepare.view == self.view
+                         and slot.pre_prepare.digest in slot.batches]
             self._pool.become_primary(in_flight)
             self._last_ts = max([self._last_ts] + [e[0].timestamp_ms for slot in self._slots.values()
                                                    for e in slot.batches.values()])

@@ -27,7 +27,7 @@ from pienode.consensus import (
 from pienode.consensus.messages import (
     PrePrepare, decode_message, make_commit, make_pre_prepare, make_prepare, wire, Batch,
 )
-from pienode.encoding import sha256
+from pienode.encoding import pack, sha256
 
 GENESIS = bytes(32)
 
@@ -240,9 +240,14 @@ class Sim:
         node.doomed = False
         node.timer_gen = {k: v + 1 for k, v in node.timer_gen.items()}
 
-    def restart(self, node: Node) -> None:
+    def restart(self, node: Node, wipe: bool = False) -> None:
         if node.replica is not None:
             return
+        if wipe:
+            # Home wiped down to config and keys: consensus store and ledger are gone.
+            node.kv.clear()
+            node.ledger.clear()
+            node.states = [GENESIS]
         st = RecoveredState.from_items(sorted(node.kv.items()), len(node.ledger), node.states[-1])
         node.replica = self._new_replica(node.id, st)
         self.process(node, node.replica.start(self.now))
@@ -289,7 +294,7 @@ class Sim:
         r = self.nodes[node_id].replica
         seq = (r.last_delivered_seq if r else 0) + rng.randint(1, 3)
         view = r.view if r else 0
-        choice = rng.randint(0, 4)
+        choice = rng.randint(0, 6)
         if choice == 0:
             data = rng.randbytes(rng.randint(0, 64))
         elif choice == 1:  # forged: claims another id, signature made with our key
@@ -298,9 +303,18 @@ class Sim:
             data = wire(make_prepare(view, seq, rng.randbytes(32), node_id, self.signer(node_id)))
         elif choice == 3:
             data = wire(make_commit(view, seq, rng.randbytes(32), node_id, self.signer(node_id)))
-        else:
+        elif choice == 4:
             data = wire(make_pre_prepare(view, seq, rng.randbytes(32), node_id, self.signer(node_id)),
                         b"\x92\x01\x90")
+        elif choice == 5:  # our own id, a signature that is not ours
+            good = make_commit(view, seq, rng.randbytes(32), node_id, self.signer(node_id))
+            data = pack([good.body, rng.randbytes(32)])
+        else:  # spoofed link: the message claims and arrives as another replica, bad signature
+            good = make_prepare(view, seq, rng.randbytes(32), victim, self.signer(node_id))
+            for dst in self.ids:
+                if dst != victim:
+                    self.schedule(self.now + rng.randint(1, 10), "msg", dst, victim, wire(good))
+            return
         for dst in self.ids:
             if dst != node_id:
                 self.schedule(self.now + rng.randint(1, 10), "msg", dst, node_id, data)
@@ -329,7 +343,9 @@ class Sim:
             victim = rng.choice(candidates)
             self.schedule(t, "crash", victim)
             down = rng.randint(10, 1500)
-            self.schedule(t + down, "restart", victim)
+            # A wiped node counts as the fault (amnesia), so only without Byzantine nodes.
+            wipe = not sc.byzantine and rng.random() < 0.3
+            self.schedule(t + down, "restart", victim, wipe)
             t += down  # at most one crashed node at a time
         for node_id, mode in sc.byzantine.items():
             if mode == "forger":
@@ -395,7 +411,7 @@ class Sim:
             if node.replica is not None and node.doomed:
                 self.crash(node)
         elif kind == "restart":
-            self.restart(self.nodes[args[0]])
+            self.restart(self.nodes[args[0]], args[1])
         elif kind == "partition":
             self.partition = set(args[0])
         elif kind == "heal":
@@ -418,6 +434,10 @@ class Sim:
         deadline = self.sc.chaos_until_ms + self.sc.liveness_budget_ms
         while self.now <= deadline:
             if self.done():
+                for i in self.honest:
+                    r = self.nodes[i].replica
+                    if r is not None and r.stats["state_divergence"]:
+                        raise SimFailure(f"seed {self.seed}: {i} saw its state diverge")
                 return self
             if not self.step():
                 break
