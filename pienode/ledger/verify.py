@@ -61,17 +61,18 @@ def verify_home(home: Path) -> dict[str, Any]:
 
 
 def _check_certificate(block: Block, genesis: Genesis, report: Report) -> None:
-    from pienode.consensus.messages import Batch, CommitCertificate
-    from pienode.consensus.replica import verify_certificate
+    from pienode.consensus.certificate import decode_certificate, verify_certificate
+    from pienode.consensus.messages import Batch
+    from pienode.encoding import sha256
     from pienode.runtime.driver import make_verifier_for, replica_config_for
 
     h = block.height
-    digest = Batch(timestamp_ms=block.header.timestamp_ms, requests=tuple(block.txs)).digest()
+    digest = sha256(Batch(timestamp_ms=block.header.timestamp_ms, requests=tuple(block.txs)).encode())
     if digest != block.header.batch_digest:
         report.error(f"block {h}: batch digest does not match its transactions")
         return
     try:
-        cert = CommitCertificate.decode(block.certificate)
+        cert = decode_certificate(block.certificate)
     except Exception:
         report.error(f"block {h}: commit certificate does not decode")
         return

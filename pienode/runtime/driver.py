@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pienode.consensus import actions as A
+from pienode.consensus.certificate import encode_certificate
 from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.replica import RecoveredState, Replica
 from pienode.identity.genesis import Genesis
@@ -47,7 +48,6 @@ def replica_config_for(genesis: Genesis) -> ReplicaConfig:
         batch_timeout_ms=p.batch_timeout_ms,
         view_change_timeout_ms=p.view_change_timeout_ms,
         request_timeout_ms=p.request_timeout_ms,
-        max_clock_skew_ms=p.max_clock_skew_ms,
     )
 
 
@@ -92,6 +92,7 @@ class ConsensusDriver:
         self._last_view = self.replica.view
 
     async def start(self) -> None:
+        self._inbox.put_nowait(("start",))
         self._tasks.append(self.node._spawn(self._run(), "consensus"))
         self._tasks.append(self.node._spawn(self._execute_loop(), "execute"))
         from pienode.runtime.sync import StateSync
@@ -114,8 +115,8 @@ class ConsensusDriver:
     def executed(self, seq: int, digest: bytes) -> None:
         self._inbox.put_nowait(("executed", seq, digest))
 
-    def transferred(self, seq: int, digest: bytes) -> None:
-        self._inbox.put_nowait(("transferred", seq, digest))
+    def transferred(self, seq: int, digest: bytes, request_ids: list[bytes]) -> None:
+        self._inbox.put_nowait(("transferred", seq, digest, request_ids))
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -132,7 +133,9 @@ class ConsensusDriver:
         if kind == "executed":
             return r.on_executed(event[1], event[2], now)
         if kind == "transferred":
-            return r.on_state_transferred(event[1], event[2], now)
+            return r.on_state_transferred(event[1], event[2], now, event[3])
+        if kind == "start":
+            return r.start(now)
         raise AssertionError(f"unknown event {kind}")
 
     async def _run(self) -> None:
@@ -208,7 +211,7 @@ class ConsensusDriver:
                 if d.seq != ledger.height + 1:
                     node.die(f"delivery {d.seq} skips past height {ledger.height}")
                     return
-                block = await self.execute_and_commit(d.seq, d.view, d.batch, d.digest, d.certificate.encode())
+                block = await self.execute_and_commit(d.seq, d.view, d.batch, d.digest, encode_certificate(d.certificate))
             node.on_block_committed(block, "consensus")
             self.executed(d.seq, block.hash())
 

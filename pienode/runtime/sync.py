@@ -15,9 +15,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from pienode.consensus.messages import Batch, CommitCertificate
-from pienode.consensus.replica import verify_certificate
-from pienode.encoding import pack, unpack
+from pienode.consensus.certificate import decode_certificate, verify_certificate
+from pienode.consensus.messages import Batch
+from pienode.encoding import pack, sha256, unpack
 from pienode.errors import PieError
 from pienode.ledger.block import Block
 from pienode.net.config import CHANNEL_SYNC
@@ -39,10 +39,14 @@ class StateSync:
         self.driver = driver
         self._wanted = asyncio.Event()
         self._target = 0
+        self._asked = False
         self._last_height = -1
+        self._installed_ids: list[bytes] = []
 
     def want(self, target_seq: int, peers: tuple[str, ...] = ()) -> None:
+        """The replica is behind (``FetchState``); it waits for ``transferred`` either way."""
         self._target = max(self._target, target_seq)
+        self._asked = True
         self._wanted.set()
 
     async def run(self) -> None:
@@ -52,10 +56,15 @@ class StateSync:
             except asyncio.TimeoutError:
                 pass
             self._wanted.clear()
+            asked, self._asked = self._asked, False
             try:
                 await self._round()
             except PieError as exc:
                 log.info("state transfer round failed: %s", exc.message)
+            if asked or self._installed_ids:
+                head = self.node.ledger.head
+                ids, self._installed_ids = self._installed_ids, []
+                self.driver.transferred(head.height, head.hash(), ids)
 
     async def _heads(self) -> dict[str, int]:
         net = self.node.net
@@ -131,11 +140,11 @@ class StateSync:
             if block.height != node.ledger.height + 1:
                 return False
             try:
-                cert = CommitCertificate.decode(block.certificate)
+                cert = decode_certificate(block.certificate)
             except Exception:
                 return False
             batch = Batch(timestamp_ms=block.header.timestamp_ms, requests=tuple(block.txs))
-            digest = batch.digest()
+            digest = sha256(batch.encode())
             if digest != block.header.batch_digest or cert.seq != block.height or cert.digest != digest:
                 log.warning("block %d from a peer does not match its certificate", block.height)
                 return False
@@ -148,6 +157,6 @@ class StateSync:
             log.warning("block %d re-executed to a different hash than the peer's copy", block.height)
         node.metrics.state_transfers.inc()
         node.on_block_committed(mine, "state_transfer")
-        self.driver.transferred(mine.height, mine.hash())
+        self._installed_ids.extend(sha256(t) for t in mine.txs)
         log.debug("installed block %d in %.1f ms", mine.height, (time.monotonic() - start) * 1000)
         return True
