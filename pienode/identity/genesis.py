@@ -30,7 +30,7 @@ class ChainParams:
     batch_timeout_ms: int = 2
     checkpoint_interval: int = 64
     view_change_timeout_ms: int = 2000
-    request_timeout_ms: int = 4000
+    request_timeout_ms: int = 2000
     max_tx_bytes: int = 65_536
     max_clock_skew_ms: int = 300_000
     #: How many hospitals hold every stored file (0 means all of them).
