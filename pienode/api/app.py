@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -51,6 +52,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return resp
 
 
+LOOPBACK = ("127.", "::1", "::ffff:127.")
+
+
+def is_local(request: web.Request) -> bool:
+    peer = request.remote or ""
+    return peer.startswith(LOOPBACK)
+
+
+@web.middleware
+async def files_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """File transfers: open to the node's own host and to requests signed by registered users."""
+    if request.path.startswith("/files") and not is_local(request):
+        node = request.app[NODE]
+        node.request_verifier.verify(request.headers, request.method, request.path_qs, None, node.user_key)
+    return await handler(request)
+
+
 def _hex(value: str, what: str, size: int | None = None) -> bytes:
     try:
         out = bytes.fromhex(value)
@@ -86,6 +104,7 @@ async def status(request: web.Request) -> web.Response:
             "nodes": len(node.genesis.nodes),
             "f": node.genesis.f,
             "uptime_s": round(time.monotonic() - node.started_at, 1),
+            "pid": os.getpid(),
         }
     )
 
@@ -244,8 +263,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def make_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=node.cfg.api.max_tx_body_bytes)
+    from pienode.files.http import add_file_routes
+
+    app = web.Application(middlewares=[error_middleware, files_auth_middleware],
+                          client_max_size=node.cfg.api.max_tx_body_bytes)
     app[NODE] = node
+    add_file_routes(
+        app,
+        lambda: node.files.store,
+        max_bytes=node.cfg.files.max_upload_bytes,
+        source_getter=lambda: node.files.exchange,
+        on_ingested=node.files.on_ingested,
+    )
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)

@@ -113,11 +113,18 @@ async def wait_healthy(urls: list[str], timeout_s: float, pids: list[int]) -> No
             for url, pid in zip(urls, pids):
                 if url in pending and not pid_alive(pid):
                     raise PieError(f"node at {url} exited during start-up; see its node.log")
-            for url in list(pending):
+            for url, pid in zip(urls, pids):
+                if url not in pending:
+                    continue
                 try:
-                    async with c.session.get(url + "/health") as r:
+                    async with c.session.get(url + "/status") as r:
                         if r.status == 200:
+                            answered = (await r.json()).get("pid")
+                            if answered != pid:
+                                raise PieError(f"another process (pid {answered}) already serves {url}")
                             pending.discard(url)
+                except PieError:
+                    raise
                 except Exception:
                     pass
             if not pending:

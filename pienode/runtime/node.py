@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pienode.crypto.keys import PrivateKey
+from pienode.crypto.keys import PrivateKey, PublicKey
 from pienode.encoding import pack, unpack
 from pienode.errors import PieError, ReplayError, ValidationError
 from pienode.identity.certs import UserCert
@@ -71,6 +71,9 @@ class Node:
         self.executor = Executor(self.genesis, self.kv, contracts=self.contracts, sigs=self.sigs)
         self.ledger = Ledger(self.kv, self.genesis, self.executor)
         self.mempool = Mempool()
+        from pienode.identity.reqsig import RequestVerifier
+
+        self.request_verifier = RequestVerifier(cfg.node_id)
         self.commit_lock = asyncio.Lock()
         self.started_at = time.monotonic()
         self._fatal: asyncio.Future[None] | None = None
@@ -90,6 +93,9 @@ class Node:
 
         loop = asyncio.get_running_loop()
         self._fatal = loop.create_future()
+        from pienode.runtime.files import FileService
+
+        self.files = FileService(self)
         self.net = await start_network(self)
         self.driver = ConsensusDriver(self)
         await self.driver.start()
@@ -127,13 +133,21 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.net is not None:
             await self.net.stop()
-        if self.files is not None and hasattr(self.files, "close"):
-            self.files.close()
+        if self.files is not None:
+            await self.files.close()
         if self._fatal is not None and not self._fatal.done():
             self._fatal.set_result(None)
         self.kv.close()
 
     # -- transactions --------------------------------------------------------------------
+
+    def user_key(self, user_id: str) -> "PublicKey | None":
+        """The signing key of a user registered on chain, if any."""
+        from pienode.crypto.keys import PublicKey
+        from pienode.ledger import keys
+
+        cert = self.ledger.state(keys.user_key(user_id))
+        return None if cert is None else PublicKey(cert["sign_key"])
 
     def committed_view(self) -> StateOverlay:
         return StateOverlay(self.kv)
