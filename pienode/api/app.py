@@ -253,6 +253,50 @@ async def get_record(request: web.Request) -> web.Response:
     return web.json_response(jsonable(rec))
 
 
+async def contract_call(request: web.Request) -> web.Response:
+    """A read-only contract call, answered by this node from committed state."""
+    import asyncio
+
+    from pienode.execution import Caller
+    from pienode.ledger import keys
+    from pienode.ledger.contracts import read_only_call
+
+    node = request.app[NODE]
+    body = await request.read()
+    try:
+        doc = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise EncodingError("malformed JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("fn"), str):
+        raise ValidationError("expected {\"fn\": NAME, \"args\": {...}}")
+    args = doc.get("args", {})
+    if not isinstance(args, dict):
+        raise ValidationError("args must be an object of keyword arguments")
+    caller = Caller("", "anonymous", "low")
+    if "X-Pie-User" in request.headers:
+        user = node.request_verifier.verify(request.headers, request.method, request.path_qs, body, node.user_key)
+        cert = node.ledger.state(keys.user_key(user))
+        caller = Caller(user, cert["role"], cert["security_level"])
+    head = node.ledger.head
+    out = await asyncio.to_thread(
+        read_only_call, node.contracts, node.committed_view(), request.match_info["name"], doc["fn"], args,
+        caller, head.height, head.timestamp_ms,
+    )
+    return web.json_response(jsonable(out))
+
+
+async def list_contracts(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    from pienode.encoding import unpack
+    from pienode.ledger import keys
+
+    out = []
+    for _, raw in node.kv.iterate(keys.STATE + b"c/"):
+        rec = unpack(raw)
+        out.append({k: rec[k] for k in ("name", "version", "code_hash", "deployed_at")})
+    return web.json_response({"contracts": out})
+
+
 async def genesis(request: web.Request) -> web.Response:
     node = request.app[NODE]
     return web.Response(text=node.genesis.to_json(), content_type="application/json")
@@ -286,6 +330,8 @@ def make_app(node: Node) -> web.Application:
     app.router.add_post("/users/register", register)
     app.router.add_get("/users/{user_id}", get_user)
     app.router.add_get("/records/{record_id}", get_record)
+    app.router.add_get("/contracts", list_contracts)
+    app.router.add_post("/contracts/{name}/call", contract_call)
     return app
 
 

@@ -149,3 +149,7 @@ def install_contract(ctx: ExecContext, name: str, source: str, *, version: int) 
         {"name": name, "source": source, "code_hash": sha256(source.encode()).hex(), "version": version,
          "deployed_at": ctx.height},
     )
+
+
+# The contract kinds register themselves with the executor's kind table.
+from pienode.ledger import contracts as _contract_kinds  # noqa: E402,F401

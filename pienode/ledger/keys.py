@@ -7,7 +7,7 @@
         r/<record_id>          record (latest version)
         t/<tx_id>              committed transaction -> (height, index)
         c/<name>               deployed contract code
-        n/<name>/<key>         a contract's own namespace
+        cs\\0<name>\\0<key>      a contract's own namespace (pienode.execution.namespace_prefix)
         i/<index>\\0<value>\\0<record_id>   record indexes (patient, hospital, type, summary:<field>)
     C<...>                   consensus replica's persisted votes (see pienode.consensus)
     P<...>                   this hospital's private registry (user id -> real name; off chain)
@@ -56,10 +56,6 @@ def tx_key(tx_id: bytes) -> bytes:
 
 def code_key(name: str) -> bytes:
     return b"c/" + name.encode()
-
-
-def namespace_prefix(contract: str) -> bytes:
-    return b"n/" + contract.encode() + b"/"
 
 
 def index_prefix(index: str, value: str) -> bytes:

@@ -19,6 +19,7 @@ from pienode.identity.genesis import Genesis
 from pienode.identity.registry import decode_entry
 from pienode.ledger import keys
 from pienode.ledger.block import Block
+from pienode.ledger.contracts import ContractHost
 from pienode.ledger.executor import Executor
 from pienode.ledger.store import Ledger
 from pienode.storage.kv import KVStore, MemoryKV, open_kv
@@ -53,10 +54,12 @@ def verify_home(home: Path) -> dict[str, Any]:
     cfg = load_config(home, env={})
     genesis = Genesis.load(cfg.genesis_path)
     kv = open_kv(cfg.data_dir / "ledger")
+    host = ContractHost(workers=1)
     try:
-        report = verify_store(kv, genesis)
+        report = verify_store(kv, genesis, host)
     finally:
         kv.close()
+        host.close()
     return report.to_json()
 
 
@@ -82,7 +85,7 @@ def _check_certificate(block: Block, genesis: Genesis, report: Report) -> None:
         report.error(f"block {h}: commit certificate lacks 2f+1 valid signatures")
 
 
-def verify_store(kv: KVStore, genesis: Genesis) -> Report:
+def verify_store(kv: KVStore, genesis: Genesis, contracts: ContractHost | None = None) -> Report:
     report = Report()
     try:
         if kv.get(keys.META_LAYOUT) != str(keys.LAYOUT_VERSION).encode():
@@ -97,7 +100,7 @@ def verify_store(kv: KVStore, genesis: Genesis) -> Report:
             report.error("meta: missing head")
         report.height = max(head, 0)
         replay_kv = MemoryKV()
-        replay = Ledger(replay_kv, genesis, Executor(genesis, replay_kv))
+        replay = Ledger(replay_kv, genesis, Executor(genesis, replay_kv, contracts=contracts))
         stored0 = kv.get(keys.block_key(0))
         if stored0 != replay.block_raw(0):
             report.error("block 0: differs from the genesis block")

@@ -67,7 +67,9 @@ class Node:
         self.metrics = NodeMetrics()
         self.kv = open_kv(cfg.data_dir / "ledger")
         self.sigs = SignatureCache()
-        self.contracts: Any = None
+        from pienode.ledger.contracts import ContractHost
+
+        self.contracts = ContractHost(workers=2)
         self.executor = Executor(self.genesis, self.kv, contracts=self.contracts, sigs=self.sigs)
         self.ledger = Ledger(self.kv, self.genesis, self.executor)
         self.mempool = Mempool()
@@ -135,6 +137,7 @@ class Node:
             await self.net.stop()
         if self.files is not None:
             await self.files.close()
+        await asyncio.to_thread(self.contracts.close)
         if self._fatal is not None and not self._fatal.done():
             self._fatal.set_result(None)
         self.kv.close()
