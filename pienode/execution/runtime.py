@@ -116,37 +116,68 @@ class Runtime:
         return r
 
     def walk(self, obj: Any) -> int:
-        """Logical size of ``obj`` (shared sub-values counted each time they occur), charged
-        as it is measured so that a value built to make comparison exponential trips the
-        budget rather than the CPU."""
-        total = 0
-        stack = [(obj, 0)]
-        rem = self.remaining()
+        """Charge the logical size of ``obj``: what a native ``==``, ``<``, ``str()`` or an
+        export would traverse, shared sub-values counted each time they occur.
+
+        Sizes are memoised per container, so a value built to make comparison exponential
+        (``a = [a, a]`` sixty times) is priced at 2**60 after visiting sixty nodes and trips
+        the budget at once; the walk's own work (WALK_VISIT steps per distinct container) is
+        charged too. Cycles and nesting deeper than MAX_NESTING are refused.
+        """
+        t = type(obj)
+        if t is not list and t is not dict:
+            cost = self._scalar_cost(obj)
+            self.charge(cost)
+            return cost
+        memo: dict[int, int] = {}
+        onpath: set[int] = set()
+        stack: list[tuple[Any, int, bool]] = [(obj, 0, False)]
+        visits = 0
+        budget = self.remaining()
         while stack:
-            x, depth = stack.pop()
-            t = type(x)
-            if t is str:
-                total += 1 + len(x) // _CH
-            elif t is list:
-                total += 1 + len(x)
-                if depth >= T.MAX_NESTING:
-                    raise SizeLimitExceeded(f"value nests deeper than {T.MAX_NESTING}")
-                stack.extend((e, depth + 1) for e in x if type(e) in (list, dict))
-                total += sum(1 + len(e) // _CH for e in x if type(e) is str)
-            elif t is dict:
-                total += 1 + 2 * len(x)
-                if depth >= T.MAX_NESTING:
-                    raise SizeLimitExceeded(f"value nests deeper than {T.MAX_NESTING}")
-                stack.extend((e, depth + 1) for e in x.values() if type(e) in (list, dict))
-                total += sum(1 + len(e) // _CH for e in x.values() if type(e) is str)
-            elif t is int:
-                total += 1 + x.bit_length() // 256
-            else:
-                total += 1
-            if total > rem:
-                self.charge(total)  # raises
+            x, depth, done = stack.pop()
+            i = id(x)
+            vals = x if type(x) is list else x.values()
+            if done:
+                size = 1 + (len(x) if type(x) is list else 2 * len(x))
+                for e in vals:
+                    te = type(e)
+                    if te is list or te is dict:
+                        size += memo[id(e)]
+                    elif te is str:
+                        size += len(e) // _CH
+                    elif te is int:
+                        size += e.bit_length() >> 8
+                memo[i] = size
+                onpath.discard(i)
+                continue
+            if i in memo:
+                continue
+            if i in onpath:
+                raise SizeLimitExceeded("value is cyclic")
+            if depth >= T.MAX_NESTING:
+                raise SizeLimitExceeded(f"value nests deeper than {T.MAX_NESTING}")
+            visits += 1
+            if visits * T.WALK_VISIT > budget:
+                self.charge(visits * T.WALK_VISIT)  # raises
+            onpath.add(i)
+            stack.append((x, depth, True))
+            for e in vals:
+                te = type(e)
+                if (te is list or te is dict) and id(e) not in memo:
+                    stack.append((e, depth + 1, False))
+        total = memo[id(obj)] + visits * T.WALK_VISIT
         self.charge(total)
         return total
+
+    @staticmethod
+    def _scalar_cost(x: Any) -> int:
+        t = type(x)
+        if t is str:
+            return 1 + len(x) // _CH
+        if t is int:
+            return 1 + (x.bit_length() >> 8)
+        return 1
 
     # ---- arithmetic --------------------------------------------------------------------
     def add(self, a: Any, b: Any) -> Any:
@@ -209,9 +240,11 @@ class Runtime:
             raise SandboxViolation("negative exponent would give a float")
         if a in (0, 1, -1) or b <= 1:
             return a ** b
-        bits = (a.bit_length()) * b
-        if bits > self.max_bits + a.bit_length():
+        bl = a.bit_length()
+        bits = (bl - 1) * b + 1  # a lower bound on the result's size
+        if bits > self.max_bits:
             raise SizeLimitExceeded(f"power of ~{bits} bits exceeds {self.max_bits}")
+        bits = bl * b  # the upper bound, at most twice the cap: charged, then checked
         self.charge((bits // T.BITS_PER_STEP + 1) * 4)
         return self.check_int(a ** b)
 
@@ -311,11 +344,9 @@ class Runtime:
 
     def _elem_cost(self, a: Any) -> int:
         t = type(a)
-        if t is str:
-            return 1 + len(a) // _CH
         if t is list or t is dict:
             return self.walk(a)
-        return 1
+        return self._scalar_cost(a)
 
     def chain(self, ops: tuple[str, ...], *vals: Any) -> bool:
         """A chained comparison with all operands evaluated up front."""

@@ -59,5 +59,7 @@ CTX_CALL = 100
 CTX_BYTES_PER_STEP = 16
 #: an int whose magnitude stays below this never needs a size check
 SMALL_INT = 1 << 62
+#: steps charged per distinct container visited when pricing a comparison or conversion
+WALK_VISIT = 8
 #: how deep a value may nest (lists in dicts in lists ...)
 MAX_NESTING = 64

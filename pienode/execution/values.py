@@ -22,6 +22,8 @@ def export_value(rt: Runtime | None, value: Any, max_nodes: int = 2_000_000) -> 
         SizeLimitExceeded: deeper than MAX_NESTING or more than ``max_nodes`` nodes.
     """
     count = 0
+    if rt is not None and type(value) in (list, dict):
+        rt.walk(value)  # prices shared or cyclic structure before copying it as a tree
 
     def conv(x: Any, depth: int) -> Any:
         nonlocal count

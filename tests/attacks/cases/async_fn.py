@@ -1,0 +1,4 @@
+# attack: coroutine
+# expect: refused async
+async def f(ctx):
+    return 1

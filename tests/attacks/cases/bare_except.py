@@ -1,0 +1,8 @@
+# attack: bare except
+# expect: refused except
+def f(ctx):
+    try:
+        while True:
+            pass
+    except:
+        return 'survived'

@@ -1,0 +1,6 @@
+# attack: int doubling by addition
+# expect: error SizeLimitExceeded|StepLimitExceeded
+def f(ctx):
+    x = 1
+    while True:
+        x = x + x

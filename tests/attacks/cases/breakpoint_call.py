@@ -1,0 +1,4 @@
+# attack: breakpoint()
+# expect: refused forbidden-name
+def f(ctx):
+    breakpoint()

@@ -1,0 +1,4 @@
+# attack: bytes literal
+# expect: refused bytes
+def f(ctx):
+    return b'\x00'

@@ -1,0 +1,5 @@
+# attack: overwrite ctx.caller
+# expect: refused attribute-store
+def f(ctx):
+    ctx.caller = 'admin'
+    return 1

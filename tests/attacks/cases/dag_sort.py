@@ -1,0 +1,9 @@
+# attack: exponential sort keys
+# expect: error StepLimitExceeded
+def f(ctx):
+    a = [1]
+    b = [1]
+    for i in range(60):
+        a = [a, a]
+        b = [b, b]
+    return sorted([a, b]) and 1

@@ -1,0 +1,4 @@
+# attack: reach bytes via encode
+# expect: refused attribute
+def f(ctx):
+    return 'x'.encode()

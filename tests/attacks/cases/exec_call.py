@@ -1,0 +1,4 @@
+# attack: exec
+# expect: refused forbidden-name
+def f(ctx):
+    exec('import os')

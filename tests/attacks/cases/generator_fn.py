@@ -1,0 +1,4 @@
+# attack: generator function
+# expect: refused generator
+def f(ctx):
+    yield 1

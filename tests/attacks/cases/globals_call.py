@@ -1,0 +1,4 @@
+# attack: globals()
+# expect: refused forbidden-name
+def f(ctx):
+    return globals()

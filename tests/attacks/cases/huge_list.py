@@ -1,0 +1,4 @@
+# attack: list repeat bomb
+# expect: error SizeLimitExceeded
+def f(ctx):
+    return len([0] * 10 ** 9)

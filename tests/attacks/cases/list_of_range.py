@@ -1,0 +1,4 @@
+# attack: materialise a huge range
+# expect: error SizeLimitExceeded
+def f(ctx):
+    return len(list(range(10 ** 9)))

@@ -1,0 +1,5 @@
+# attack: list method on a str
+# expect: error SandboxViolation
+def f(ctx):
+    s = 'abc'
+    s.append(1)

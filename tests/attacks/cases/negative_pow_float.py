@@ -1,0 +1,4 @@
+# attack: float via negative exponent
+# expect: error SandboxViolation
+def f(ctx):
+    return 2 ** -1

@@ -1,0 +1,4 @@
+# attack: absolute state key
+# expect: error BadStateAccess
+def f(ctx):
+    return ctx.get('/etc/passwd')

@@ -1,0 +1,4 @@
+# attack: scan outside the namespace
+# expect: error BadStateAccess
+def f(ctx):
+    return ctx.scan('../')

@@ -1,0 +1,4 @@
+# attack: object.__subclasses__
+# expect: refused forbidden-name
+def f(ctx):
+    return object

@@ -1,0 +1,4 @@
+# attack: huge record id
+# expect: error BadStateAccess
+def f(ctx):
+    return ctx.record('r' * 100000)

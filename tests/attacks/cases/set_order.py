@@ -1,0 +1,4 @@
+# attack: hash-order dependent set iteration
+# expect: refused set
+def f(ctx):
+    return [x for x in {'b', 'a', 'c'}]

@@ -1,0 +1,4 @@
+# attack: super()
+# expect: refused forbidden-name
+def f(ctx):
+    return super()

@@ -1,0 +1,4 @@
+# attack: / produces floats
+# expect: refused true-division
+def f(ctx):
+    return 1 / 3

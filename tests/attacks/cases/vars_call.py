@@ -1,0 +1,4 @@
+# attack: vars()
+# expect: refused forbidden-name
+def f(ctx):
+    return vars(ctx)

@@ -1,0 +1,5 @@
+# attack: with statement
+# expect: refused with
+def f(ctx):
+    with ctx:
+        pass
