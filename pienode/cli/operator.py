@@ -135,6 +135,75 @@ def _cmd_genesis_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_load(args: argparse.Namespace) -> int:
+    from pienode.bench.load import LoadOptions, human, run_load
+
+    opts = LoadOptions(Path(args.dir), txs=args.txs, concurrency=args.concurrency, batch=args.batch,
+                       rate=args.rate, tx_timeout_s=args.tx_timeout,
+                       ids_out=Path(args.ids_out) if args.ids_out else None, progress=sys.stderr.isatty())
+    result = asyncio.run(run_load(opts))
+    emit(result, args.json, human)
+    return 0 if result["committed"] == result["submitted"] else 1
+
+
+async def _deploy(args: argparse.Namespace) -> dict[str, Any]:
+    from pienode.crypto.keys import PrivateKey
+    from pienode.identity.genesis import Genesis
+    from pienode.ledger.contracts import ContractHost
+    from pienode.ledger.tx import Transaction
+    from pienode.runtime.node import now_ms
+
+    home = Path(args.home)
+    source = Path(args.file).read_text()
+    ContractHost.validate(source, args.name)  # refused here: nothing is submitted
+    key_path = Path(args.key) if args.key else home.resolve().parent / "consortium" / "consortium.key"
+    try:
+        key = PrivateKey.from_bytes(bytes.fromhex(key_path.read_text().strip()))
+    except FileNotFoundError:
+        raise PieError(f"no consortium key at {key_path} (pass --key)") from None
+    genesis = Genesis.load(home / "keys" / "genesis.json")
+    if key.public_key.data != genesis.consortium_key:
+        raise PieError(f"{key_path} is not this consortium's key")
+    url = args.node or cluster.api_url_of(home)
+    async with NodeClient(url) as c:
+        deployed = {x["name"]: x for x in (await c.get("/contracts"))["contracts"]}
+        version = deployed.get(args.name, {}).get("version", 0) + 1
+        tx = Transaction.create(key, chain_id=genesis.chain_id, kind="deploy_contract", sender="consortium",
+                                timestamp_ms=now_ms(), body={"name": args.name, "source": source, "version": version})
+        out = await c.submit(tx.encode())
+    receipt = out.get("receipt") or {}
+    if out.get("status") != "committed":
+        raise PieError(f"deployment {out['tx_id']} not committed yet")
+    if not receipt.get("ok"):
+        raise PieError(f"deployment refused: {receipt.get('error')}")
+    return {"name": args.name, "version": version, "height": out["height"], "tx_id": out["tx_id"]}
+
+
+def _cmd_contract_deploy(args: argparse.Namespace) -> int:
+    out = asyncio.run(_deploy(args))
+    emit(out, args.json, lambda r: f"deployed {r['name']} version {r['version']} at height {r['height']}")
+    return 0
+
+
+def _cmd_contract_call(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        call_args = json.loads(args.args) if args.args else {}
+    except ValueError as exc:
+        raise PieError(f"--args is not JSON: {exc}") from None
+    if not isinstance(call_args, dict):
+        raise PieError("--args must be a JSON object of keyword arguments")
+
+    async def go() -> Any:
+        async with NodeClient(args.node) as c:
+            return await c.post_json(f"/contracts/{args.name}/call", {"fn": args.fn, "args": call_args})
+
+    out = asyncio.run(go())
+    emit(out, args.json, lambda r: json.dumps(r["value"], indent=2, sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pienode", description="PIE node: operate a hospital consortium's nodes.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -183,6 +252,37 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--listen", default="0.0.0.0", help="address each node binds (default 0.0.0.0)")
     gc.add_argument("--json", action="store_true")
     gc.set_defaults(func=_cmd_genesis_create)
+
+    bn = sub.add_parser("bench", help="benchmarks against a running local cluster")
+    bsub = bn.add_subparsers(dest="bench_command", required=True, metavar="ACTION")
+    bl = bsub.add_parser("load", help="push signed transactions through the cluster, count commits")
+    bl.add_argument("--dir", required=True, help="the cluster's directory (cluster.json)")
+    bl.add_argument("--txs", type=int, default=1000)
+    bl.add_argument("--concurrency", type=int, default=64)
+    bl.add_argument("--batch", type=int, default=1, help="transactions per POST (the API takes up to 1000)")
+    bl.add_argument("--rate", type=float, default=0.0, help="cap in tx/s (0: as fast as possible)")
+    bl.add_argument("--tx-timeout", type=float, default=120.0, help="seconds before one tx counts as failed")
+    bl.add_argument("--ids-out", default=None, help="write the committed transaction ids to this file")
+    bl.add_argument("--json", action="store_true")
+    bl.set_defaults(func=_cmd_bench_load)
+
+    ct = sub.add_parser("contract", help="deploy (consortium-signed) or call contracts")
+    ctsub = ct.add_subparsers(dest="contract_command", required=True, metavar="ACTION")
+    cdp = ctsub.add_parser("deploy", help="validate, sign with the consortium key, submit, wait for the commit")
+    cdp.add_argument("--home", required=True, help="a node home of the consortium (genesis, API address)")
+    cdp.add_argument("--name", required=True)
+    cdp.add_argument("--file", required=True)
+    cdp.add_argument("--key", default=None, help="consortium key (default: HOME/../consortium/consortium.key)")
+    cdp.add_argument("--node", default=None, help="node API URL (default: the home's own)")
+    cdp.add_argument("--json", action="store_true")
+    cdp.set_defaults(func=_cmd_contract_deploy)
+    ccl = ctsub.add_parser("call", help="a read-only call answered by one node")
+    ccl.add_argument("--node", required=True)
+    ccl.add_argument("--name", required=True)
+    ccl.add_argument("--fn", required=True)
+    ccl.add_argument("--args", default=None, help="JSON object of keyword arguments")
+    ccl.add_argument("--json", action="store_true")
+    ccl.set_defaults(func=_cmd_contract_call)
 
     v = sub.add_parser("verify", help="offline integrity check of a node's ledger and file store")
     v.add_argument("--home", required=True)
