@@ -53,7 +53,10 @@ def make_consortium(n: int = 4) -> Consortium:
 
 
 def upload_body(patient_id: str, *, data_type: str = "omics", level: str = "low", summary: dict | None = None) -> dict:
+    import secrets
+
     return {
+        "record_id": "rec-" + secrets.token_hex(16),
         "patient_id": patient_id,
         "data_type": data_type,
         "summary": summary if summary is not None else {"disease": "diabetes", "age_band": "40-49"},

@@ -115,6 +115,7 @@ POLICY_SPEC: dict[str, tuple[Any, bool]] = {
 }
 
 UPLOAD_SPEC: dict[str, tuple[Any, bool]] = {
+    "record_id": (str, True),
     "patient_id": (str, True),
     "data_type": (str, True),
     "summary": (dict, True),
@@ -158,8 +159,11 @@ def check_summary(summary: dict[str, Any]) -> None:
             raise ValidationError(f"summary field {k!r} is out of range")
 
 
-def _check_upload(body: dict[str, Any]) -> None:
-    require_fields(body, UPLOAD_SPEC)
+RECORD_ID_RE = re.compile(r"^rec-[0-9a-f]{32}$")
+
+
+def check_version_fields(body: dict[str, Any]) -> None:
+    """The fields every record version carries (upload and rotation)."""
     if not CID_RE.match(body["cid"]):
         raise ValidationError("cid must be a base32 CIDv1 string")
     if body["size"] < 0:
@@ -170,14 +174,17 @@ def _check_upload(body: dict[str, Any]) -> None:
         if len(body[k]) != 33:
             raise ValidationError(f"{k} must be a 33-byte compressed public key")
     sealed = body["sealed_keys"]
-    if not 1 <= len(sealed) <= 4 or not all(isinstance(v, bytes) and len(v) <= 1024 for v in sealed.values()):
+    if not 1 <= len(sealed) <= 4 or not all(isinstance(v, bytes) and len(v) <= 2048 for v in sealed.values()):
         raise ValidationError("sealed_keys must map 1 to 4 user ids to sealed key blobs")
+
+
+def _check_upload(body: dict[str, Any]) -> None:
+    require_fields(body, UPLOAD_SPEC)
+    if not RECORD_ID_RE.match(body["record_id"]):
+        raise ValidationError("record_id must be 'rec-' and 32 hex digits")
+    check_version_fields(body)
     check_summary(body["summary"])
     check_policy(body["policy"])
-
-
-def record_id_for(tx_id: bytes) -> str:
-    return "rec-" + tx_id.hex()[:32]
 
 
 def index_record(ctx: "ExecContext", record: dict[str, Any], *, remove: bool = False) -> None:
@@ -205,7 +212,9 @@ def _apply_upload(ctx: "ExecContext", tx: Transaction) -> Any:
         raise TxRejected("weak_policy", f"{b['data_type']} needs at least level {type_level}")
     if b["patient_id"] not in b["sealed_keys"]:
         raise TxRejected("bad_keys", "the record version's key must be sealed to the patient")
-    record_id = record_id_for(tx.tx_id)
+    record_id = b["record_id"]
+    if ctx.state.exists(keys.record_key(record_id)):
+        raise TxRejected("duplicate_record", f"record {record_id} already exists")
     record = {
         "record_id": record_id,
         "version": 1,
