@@ -122,7 +122,7 @@ def _move(store: "PackStore", blocks: list[tuple[bytes, int, int]]) -> bool:
     from pienode.files.cid import RAW
     from pienode.files.store import BlockDamaged
 
-    w = store.writer()
+    w = store.writer(fresh=True)
     try:
         for d, _off, n in sorted(blocks, key=lambda b: b[1]):
             # The codec does not matter to the pack: both CIDs share the digest.

@@ -226,10 +226,11 @@ class PackStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def writer(self) -> PackWriter:
-        """A writer on a pack of its own (reused from the pool or new)."""
+    def writer(self, *, fresh: bool = False) -> PackWriter:
+        """A writer on a pack of its own (reused from the pool, or new if ``fresh``: gc
+        compacts into a new pack so it never appends to a pack it may still drop)."""
         with self._lock:
-            if self._pool:
+            if self._pool and not fresh:
                 pack, fd, length = self._pool.pop()
             else:
                 pack = self._next_pack
@@ -326,24 +327,35 @@ class PackStore:
             BlockDamaged: the copy here does not hash to ``cid`` (or cannot be read).
         """
         loc = self._kv.get(b"B" + cid.digest)
-        if loc is None:
-            raise BlockMissing("block not stored here", cid=str(cid))
-        pack, off, n = _LOC.unpack(loc)
+        for _attempt in range(3):
+            if loc is None:
+                raise BlockMissing("block not stored here", cid=str(cid))
+            data = self._read_at(*_LOC.unpack(loc))
+            if data is not None and cid.matches(data):
+                return data
+            # gc may have moved the block (and dropped its old pack) since we looked it up.
+            again = self._kv.get(b"B" + cid.digest)
+            if again == loc:
+                break
+            loc = again
+        with self._lock:
+            self.damaged_detected += 1
+        raise BlockDamaged("stored block is damaged", cid=str(cid))
+
+    def _read_at(self, pack: int, off: int, n: int) -> bytes | None:
         with self._lock:
             fd = self._read_fds.get(pack)
             if fd is None:
                 try:
                     fd = os.open(self._packs_dir / _pack_name(pack), os.O_RDONLY)
                 except FileNotFoundError:
-                    fd = -1
-                else:
-                    self._read_fds[pack] = fd
-        data = os.pread(fd, n, off) if fd >= 0 else b""
-        if len(data) != n or not cid.matches(data):
-            with self._lock:
-                self.damaged_detected += 1
-            raise BlockDamaged("stored block is damaged", cid=str(cid))
-        return data
+                    return None
+                self._read_fds[pack] = fd
+        try:
+            data = os.pread(fd, n, off)
+        except OSError:
+            return None
+        return data if len(data) == n else None
 
     def note_repaired(self, count: int = 1) -> None:
         with self._lock:
