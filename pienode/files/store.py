@@ -101,7 +101,6 @@ class PackWriter:
         self._end = start
         self._pending: dict[bytes, tuple[int, int]] = {}
         self._deduped: set[bytes] = set()
-        self._forced: set[bytes] = set()
         self.closed = False
 
     def put(self, cid: CID, data: bytes | memoryview, *, force: bool = False) -> None:
@@ -112,9 +111,7 @@ class PackWriter:
         d = cid.digest
         if d in self._pending or d in self._deduped:
             return
-        if force:
-            self._forced.add(d)
-        else:
+        if not force:
             # Claimed before the check, so a concurrent gc cannot drop the stored copy
             # between this check and our commit.
             self._store._claim(d)
@@ -264,8 +261,9 @@ class PackStore:
     def _commit(self, w: PackWriter, ops: WriteOps, pending: dict[bytes, tuple[int, int]],
                 root: CID | None) -> None:
         with self._lock:
-            # Blocks written with ``force`` may replace an indexed copy: count them once.
-            for d in w._forced:
+            # A block may already be indexed (written with ``force``, or by a concurrent
+            # writer since our dedup check): the new entry replaces it; count it once.
+            for d in pending:
                 old = self._kv.get(b"B" + d)
                 if old is not None:
                     self._blocks -= 1

@@ -273,3 +273,15 @@ async def test_reads_during_compaction_see_no_false_damage(store: PackStore) -> 
     assert all(results[1:])
     assert store.stats().damaged_detected == 0
     assert store.stats().pack_bytes == store.stats().bytes_stored
+
+
+async def test_same_new_content_uploaded_concurrently_counts_once(store: PackStore) -> None:
+    data = random.Random(44).randbytes(6 * CHUNK_SIZE)
+    infos = await asyncio.gather(*(ingest(store, _pieces(data), 1 << 30) for _ in range(3)))
+    assert len({i.cid for i in infos}) == 1
+    st = store.stats()
+    assert st.blocks == 7  # 6 leaves + root, however many writers raced to store them
+    store.gc([infos[0].cid], grace_seconds=0, compact_below=1.0)
+    st = store.stats()
+    assert st.blocks == 7 and st.pack_bytes == st.bytes_stored
+    assert await _read_all(store, infos[0].cid) == data
