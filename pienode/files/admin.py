@@ -75,6 +75,11 @@ def verify(store: PackStore) -> VerifyReport:
     return report
 
 
+def is_complete(store: PackStore, root: CID) -> bool:
+    """Whether every block of ``root``'s DAG is stored here (blocking)."""
+    return _complete(store, root)
+
+
 def _complete(store: PackStore, root: CID) -> bool:
     stack = [root]
     while stack:

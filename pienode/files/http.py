@@ -1,4 +1,5 @@
-"""HTTP handlers of the file store: ``POST /files``, ``GET``/``HEAD /files/{cid}``.
+"""HTTP handlers of the file store: ``POST /files``, ``GET``/``HEAD /files/{cid}``, and the
+operator routes (list, stat, pin, gc, verify) behind ``pienode files``.
 
 Owns: turning requests into streaming ingest and ranged reads, and the status codes of the
 file API (400 malformed CID or body, 404 unknown, 413 over the maximum, 416 unsatisfiable
@@ -10,15 +11,17 @@ these routes with its authentication), or log file contents.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import BodyPartReader, web
 
 from pienode.errors import EncodingError, PieError
 from pienode.files.cid import CID, CidError
-from pienode.files.store import BlockMissing, FileInfo, PackStore
+from pienode.files.store import DEFAULT_GRACE_SECONDS, BlockMissing, FileInfo, PackStore
 from pienode.files.stream import BlockSource, ingest, read, stat
 
 log = logging.getLogger(__name__)
@@ -180,3 +183,87 @@ def add_file_routes(
     app.router.add_post("/files", post_file)
     app.router.add_get("/files/{cid}", get_file, allow_head=False)
     app.router.add_route("HEAD", "/files/{cid}", get_file)
+
+
+ReferencedGetter = Callable[[], Awaitable[Iterable[str]]]
+
+
+def add_file_admin_routes(
+    app: web.Application,
+    store_getter: StoreGetter,
+    referenced_getter: ReferencedGetter,
+    *,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> None:
+    """Operator routes behind ``pienode files`` (the node keeps them to loopback/operators):
+
+        GET    /files                 -> {"files": [{"cid", "size", "added", "pinned"}]}
+        GET    /files/{cid}/stat      -> {"cid", "size", "complete": bool, "pinned": bool}
+        PUT    /files/{cid}/pin       -> {"cid", "pinned": true}
+        DELETE /files/{cid}/pin       -> {"cid", "pinned": false}
+        POST   /files/gc              -> {"blocks_removed", "bytes_removed", ...}
+        POST   /files/verify          -> {"ok", "blocks_checked", "damaged", ...}
+
+    Args:
+        referenced_getter: the CIDs committed records point to (from the ledger); gc never
+            collects what they reach.
+    """
+    from pienode.files import admin
+
+    def _cid(request: web.Request) -> CID:
+        return CID.parse(request.match_info["cid"])
+
+    async def list_files(request: web.Request) -> web.Response:
+        entries = await asyncio.to_thread(admin.ls, store_getter())
+        return web.json_response({"files": [dataclasses.asdict(e) for e in entries]})
+
+    async def stat_file(request: web.Request) -> web.Response:
+        try:
+            cid = _cid(request)
+            store = store_getter()
+            size = await stat(store, cid)
+        except CidError as exc:
+            return _error(400, exc.message)
+        except BlockMissing:
+            return _error(404, "no such file")
+        except PieError as exc:
+            return _from_exc(exc)
+        complete = await asyncio.to_thread(admin.is_complete, store, cid)
+        return web.json_response(
+            {"cid": str(cid), "size": size, "complete": complete, "pinned": cid in store.pins()}
+        )
+
+    async def pin(request: web.Request) -> web.Response:
+        try:
+            cid = _cid(request)
+        except CidError as exc:
+            return _error(400, exc.message)
+        store = store_getter()
+        if request.method == "PUT":
+            if not await asyncio.to_thread(store.has, cid):
+                return _error(404, "no such file")
+            await asyncio.to_thread(store.pin, cid)
+        else:
+            await asyncio.to_thread(store.unpin, cid)
+        return web.json_response({"cid": str(cid), "pinned": request.method == "PUT"})
+
+    async def gc(request: web.Request) -> web.Response:
+        referenced = [str(c) for c in await referenced_getter()]
+        try:
+            res = await asyncio.to_thread(
+                store_getter().gc, referenced, grace_seconds=grace_seconds
+            )
+        except PieError as exc:
+            return _from_exc(exc)
+        return web.json_response(dataclasses.asdict(res))
+
+    async def verify(request: web.Request) -> web.Response:
+        report = await asyncio.to_thread(admin.verify, store_getter())
+        return web.json_response(report.to_json())
+
+    app.router.add_get("/files", list_files)
+    app.router.add_post("/files/gc", gc)
+    app.router.add_post("/files/verify", verify)
+    app.router.add_get("/files/{cid}/stat", stat_file)
+    app.router.add_put("/files/{cid}/pin", pin)
+    app.router.add_delete("/files/{cid}/pin", pin)

@@ -223,3 +223,40 @@ async def test_serves_from_peer_without_local_copy(tmp_path: Path) -> None:
     assert exchanges["b"].blocks_fetched >= 4
     sa.close()
     sb.close()
+
+
+async def test_admin_routes_ls_stat_pin_gc_verify(tmp_path: Path) -> None:
+    from pienode.files.http import add_file_admin_routes
+
+    store = PackStore(tmp_path / "files")
+    referenced: list[str] = []
+
+    async def refs() -> list[str]:
+        return referenced
+
+    app = web.Application()
+    add_file_routes(app, lambda: store, max_bytes=MAX)
+    add_file_admin_routes(app, lambda: store, refs, grace_seconds=0)
+    rng = random.Random(8)
+    a, b, c = (rng.randbytes(CHUNK_SIZE + 10 * i + 1) for i in range(3))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as cl:
+        ca, cb, cc = [(await _upload(cl, x))["cid"] for x in (a, b, c)]
+        listing = (await (await cl.get("/files")).json())["files"]
+        assert sorted(e["cid"] for e in listing) == sorted([ca, cb, cc])
+        st = await (await cl.get(f"/files/{ca}/stat")).json()
+        assert st == {"cid": ca, "size": len(a), "complete": True, "pinned": False}
+        assert (await cl.get("/files/nope/stat")).status == 400
+        assert (await cl.get(f"/files/{cid_of_bytes(b'x')}/stat")).status == 404
+        r = await cl.put(f"/files/{cb}/pin")
+        assert (await r.json())["pinned"] is True
+        referenced.append(ca)
+        res = await (await cl.post("/files/gc")).json()
+        assert res["roots_dropped"] == 1 and res["blocks_removed"] == 3
+        assert (await cl.get(f"/files/{cc}")).status == 404
+        assert await (await cl.get(f"/files/{ca}")).read() == a
+        assert await (await cl.get(f"/files/{cb}")).read() == b
+        assert (await (await cl.post("/files/verify")).json())["ok"] is True
+        await cl.delete(f"/files/{cb}/pin")
+        await cl.post("/files/gc")
+        assert (await cl.get(f"/files/{cb}")).status == 404
+    store.close()
