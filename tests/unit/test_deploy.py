@@ -435,3 +435,22 @@ def test_kubectl_kustomize_renders_every_object() -> None:
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["Namespace", "ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"])
     assert all(d["metadata"].get("namespace") == "pie" for d in docs if d["kind"] != "Namespace")
+
+
+# -- the guide -----------------------------------------------------------------------------
+
+
+def test_guide_covers_every_way_to_run_and_names_only_real_metrics() -> None:
+    import re
+
+    text = (DEPLOY / "README.md").read_text()
+    for needle in ("docker build -f deploy/Dockerfile -t pienode:0.1.0 .", "docker compose -f deploy/compose.yaml",
+                   "systemctl enable --now pienode", "kubectl apply -k deploy/k8s",
+                   "pienode genesis create", "consortium.key", "8701/tcp", "8700/tcp",
+                   "Back up", "Replace a failed hospital's disk", "/metrics"):
+        assert needle in text, needle
+    registered = set()
+    for path in (DEPLOY.parent / "pienode").rglob("*.py"):
+        registered |= set(re.findall(r'"(pie_[a-z_]+)"', path.read_text()))
+    named = {re.sub(r"_(total|bucket)$", "", m) for m in re.findall(r"\bpie_[a-z_]+", text)}
+    assert named and named <= registered, sorted(named - registered)
