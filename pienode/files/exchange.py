@@ -37,7 +37,8 @@ CHANNEL_FILES = 2
 MAX_RESPONSE_BYTES = 3 * 1024 * 1024
 MAX_CIDS_PER_REQUEST = 64
 
-RequestFn = Callable[[str, bytes], Awaitable[bytes]]
+#: ``await request(peer_id, payload, timeout) -> answer`` on the files channel.
+RequestFn = Callable[[str, bytes, float], Awaitable[bytes]]
 PeersFn = Callable[[], Sequence[str]]
 
 
@@ -120,8 +121,10 @@ class BlockExchange:
         node_id: str = "",
     ) -> None:
         """Args:
-        request: ``await request(peer_id, payload) -> answer`` on the files channel (wrap
-            ``net.request(peer_id, CHANNEL_FILES, payload, timeout)``); raises on failure.
+        request: ``await request(peer_id, payload, timeout) -> answer`` on the files channel,
+            i.e. ``lambda p, b, t: net.request(p, CHANNEL_FILES, b, t)``; raises on failure.
+            Replication requests carry ``replicate_timeout``: the peer answers once it has
+            pulled the whole file.
         peers: the peers currently reachable.
         """
         self.store = store
@@ -155,7 +158,9 @@ class BlockExchange:
     async def _ask(self, peer: str, cids: list[CID]) -> dict[CID, bytes]:
         payload = pack({"op": "get", "cids": [c.to_bytes() for c in cids]})
         try:
-            answer = await asyncio.wait_for(self._request(peer, payload), self.cfg.timeout)
+            answer = await asyncio.wait_for(
+                self._request(peer, payload, self.cfg.timeout), self.cfg.timeout + 1.0
+            )
             blocks = unpack(answer)["blocks"]
             if not isinstance(blocks, list) or len(blocks) != len(cids):
                 raise FileStoreError("malformed get answer")
@@ -288,7 +293,10 @@ class BlockExchange:
         async def one(peer: str) -> None:
             try:
                 answer = unpack(
-                    await asyncio.wait_for(self._request(peer, payload), self.cfg.replicate_timeout)
+                    await asyncio.wait_for(
+                        self._request(peer, payload, self.cfg.replicate_timeout),
+                        self.cfg.replicate_timeout + 1.0,
+                    )
                 )
                 ok = isinstance(answer, dict) and answer.get("ok") is True
             except (PieError, OSError, asyncio.TimeoutError) as exc:

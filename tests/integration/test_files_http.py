@@ -159,7 +159,7 @@ async def test_other_hospital_serves_and_upload_waits_for_replication(tmp_path: 
     exchanges: dict[str, BlockExchange] = {}
 
     def requester(me: str):
-        async def request(peer: str, payload: bytes) -> bytes:
+        async def request(peer: str, payload: bytes, timeout: float) -> bytes:
             if peer in down:
                 raise NetError("link down", peer=peer)
             return await exchanges[peer].handle_request(me, payload)
@@ -205,7 +205,7 @@ async def test_serves_from_peer_without_local_copy(tmp_path: Path) -> None:
     sa, sb = PackStore(tmp_path / "a"), PackStore(tmp_path / "b")
     exchanges: dict[str, BlockExchange] = {}
 
-    async def req_from_b(peer: str, payload: bytes) -> bytes:
+    async def req_from_b(peer: str, payload: bytes, timeout: float) -> bytes:
         return await exchanges["a"].handle_request("b", payload)
 
     exchanges["a"] = BlockExchange(sa, req_from_b, lambda: [], node_id="a")

@@ -36,7 +36,7 @@ class FakeNet:
         self.asked: list[tuple[str, str]] = []
 
     def requester(self, me: str):
-        async def request(peer: str, payload: bytes) -> bytes:
+        async def request(peer: str, payload: bytes, timeout: float) -> bytes:
             self.asked.append((me, peer))
             if peer in self.down:
                 raise NetError("link down", peer=peer)
