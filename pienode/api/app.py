@@ -105,6 +105,8 @@ async def status(request: web.Request) -> web.Response:
             "f": node.genesis.f,
             "uptime_s": round(time.monotonic() - node.started_at, 1),
             "pid": os.getpid(),
+            "consensus": {"discarded": dict(r.stats), "pending_requests": r.pending_count,
+                          "last_delivered": r.last_delivered_seq, "low_watermark": r.low_watermark},
         }
     )
 
@@ -330,6 +332,9 @@ def make_app(node: Node) -> web.Application:
     app.router.add_post("/users/register", register)
     app.router.add_get("/users/{user_id}", get_user)
     app.router.add_get("/records/{record_id}", get_record)
+    from pienode.api.sharing import add_sharing_routes
+
+    add_sharing_routes(app)
     app.router.add_get("/contracts", list_contracts)
     app.router.add_post("/contracts/{name}/call", contract_call)
     return app

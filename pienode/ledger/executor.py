@@ -153,3 +153,4 @@ def install_contract(ctx: ExecContext, name: str, source: str, *, version: int) 
 
 # The contract kinds register themselves with the executor's kind table.
 from pienode.ledger import contracts as _contract_kinds  # noqa: E402,F401
+from pienode.ledger import sharing as _sharing_kinds  # noqa: E402,F401

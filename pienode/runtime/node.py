@@ -64,6 +64,11 @@ class Node:
         if self.key.public_key.data != self.genesis.node(cfg.node_id).sign_key:
             raise PieError("keys/node.key does not match this node's certificate in genesis")
         self.node_id = cfg.node_id
+        from pienode.crypto.pre import PreSecretKey
+
+        self.enc_key = PreSecretKey.from_bytes(load_secret(cfg.keys_dir / "enc.key").to_bytes())
+        if self.enc_key.public_key.to_bytes() != self.genesis.node(cfg.node_id).enc_key:
+            raise PieError("keys/enc.key does not match this node's certificate in genesis")
         self.metrics = NodeMetrics()
         self.kv = open_kv(cfg.data_dir / "ledger")
         self.sigs = SignatureCache()
@@ -151,6 +156,17 @@ class Node:
 
         cert = self.ledger.state(keys.user_key(user_id))
         return None if cert is None else PublicKey(cert["sign_key"])
+
+    def contract_status(self, request_id: str) -> dict[str, Any] | None:
+        """The re-key request contract's view of a request, as of the committed head."""
+        from pienode.execution import Caller
+        from pienode.ledger.contracts import read_only_call
+
+        head = self.ledger.head
+        out = read_only_call(self.contracts, self.committed_view(), "rekey_request", "status",
+                             {"request_id": request_id}, Caller(self.node_id, "node", "low"), head.height,
+                             now_ms())
+        return out["value"]
 
     def committed_view(self) -> StateOverlay:
         return StateOverlay(self.kv)

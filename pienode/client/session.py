@@ -1,0 +1,121 @@
+"""A user's session with one hospital node: the wallet, the node, the consortium's genesis.
+
+Every transaction is signed here and submitted with ``?wait=1``; every read-only contract
+call and file transfer is a signed request, so the node knows who asks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pienode.cli.client import NodeClient, RemoteError
+from pienode.cli.wallet import Wallet
+from pienode.crypto.pre import PrePublicKey, PreSecretKey
+from pienode.errors import Forbidden, PieError, ValidationError
+from pienode.identity.genesis import Genesis
+from pienode.identity.reqsig import sign_headers
+from pienode.ledger.tx import Transaction
+
+
+class Refused(PieError):
+    """The chain refused what the user asked (a deterministic, recorded refusal)."""
+
+    status = 403
+
+
+class Session:
+    def __init__(self, wallet: Wallet, node_url: str, *, timeout_s: float = 600.0) -> None:
+        self.wallet = wallet
+        self.client = NodeClient(node_url, timeout_s=timeout_s)
+        self.genesis: Genesis | None = None
+        self.node_id = ""
+
+    async def __aenter__(self) -> "Session":
+        await self.client.__aenter__()
+        self.genesis = Genesis.from_json(json.dumps(await self.client.get("/genesis")))
+        self.node_id = (await self.client.get("/status"))["node_id"]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.__aexit__(*exc)
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        return self.wallet.user_id
+
+    @property
+    def enc_sk(self) -> PreSecretKey:
+        return PreSecretKey.from_bytes(self.wallet.enc_key.to_bytes())
+
+    @property
+    def enc_pk(self) -> PrePublicKey:
+        return self.enc_sk.public_key
+
+    def node_keys(self) -> list[PrePublicKey]:
+        assert self.genesis is not None
+        return [PrePublicKey.from_bytes(n.enc_key) for n in self.genesis.nodes]
+
+    def headers(self, method: str, path: str, body: bytes | None, audience: str | None = None) -> dict[str, str]:
+        return sign_headers(self.wallet.sign_key, self.user_id, method, path, audience or self.node_id, body)
+
+    # -- chain ---------------------------------------------------------------------------
+
+    async def user(self, user_id: str) -> dict[str, Any]:
+        try:
+            return await self.client.get(f"/users/{user_id}")
+        except RemoteError as exc:
+            if exc.status == 404:
+                raise ValidationError(f"{user_id} is not a registered user") from None
+            raise
+
+    async def record(self, record_id: str) -> dict[str, Any]:
+        try:
+            rec = await self.client.get(f"/records/{record_id}")
+        except RemoteError as exc:
+            if exc.status == 404:
+                raise ValidationError(f"no record {record_id}") from None
+            raise
+        for k in ("capsule", "delegating_key", "verifying_key"):
+            rec[k] = bytes.fromhex(rec[k])
+        rec["sealed_keys"] = {u: bytes.fromhex(v) for u, v in rec["sealed_keys"].items()}
+        return rec
+
+    async def submit(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Sign, submit, wait for the commit; returns the receipt's result.
+
+        Raises:
+            Refused: the transaction committed with a failed receipt.
+        """
+        assert self.genesis is not None
+        self.wallet.require_registered()
+        tx = Transaction.create(self.wallet.sign_key, chain_id=self.genesis.chain_id, kind=kind,
+                                sender=self.user_id, timestamp_ms=time.time_ns() // 1_000_000, body=body)
+        out = await self.client.submit(tx.encode())
+        if out.get("status") != "committed":
+            raise PieError(f"transaction {out['tx_id']} is not committed yet; check it with GET /txs/{out['tx_id']}")
+        receipt = out["receipt"]
+        if not receipt["ok"]:
+            raise Refused(receipt["error"] or receipt["code"])
+        return {"tx_id": out["tx_id"], "height": out["height"], "result": receipt["result"],
+                "events": receipt["events"]}
+
+    async def call(self, contract: str, fn: str, args: dict[str, Any]) -> Any:
+        """A signed read-only contract call answered by this node."""
+        path = f"/contracts/{contract}/call"
+        body = json.dumps({"fn": fn, "args": args}).encode()
+        try:
+            out = await self.client.request("POST", path, data=body,
+                                            headers={**self.headers("POST", path, body),
+                                                     "Content-Type": "application/json"})
+        except RemoteError as exc:
+            if exc.status == 403:
+                raise Forbidden(exc.message) from None
+            raise
+        return out["value"]
+
+    async def contract_tx(self, contract: str, fn: str, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.submit("contract_call", {"contract": contract, "fn": fn, "args": args})
