@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pienode.files")
 
-REQUEST_TIMEOUT_S = 60.0
-
 
 class FileService:
     def __init__(self, node: "Node") -> None:
@@ -37,8 +35,8 @@ class FileService:
         wanted = node.cfg.files.replication or (node.genesis.f + 1)
         self.ack_peers = max(0, min(wanted, n) - 1)
 
-        async def request(peer: str, payload: bytes) -> bytes:
-            return await node.net.request(peer, CHANNEL_FILES, payload, REQUEST_TIMEOUT_S)
+        async def request(peer: str, payload: bytes, timeout: float) -> bytes:
+            return await node.net.request(peer, CHANNEL_FILES, payload, timeout)
 
         self.exchange = BlockExchange(
             self.store,
