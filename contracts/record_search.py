@@ -6,13 +6,14 @@ Each condition names one index ("patient", "hospital", "type", "summary:<field>"
 matching record ids are the intersection of the indexes' sorted id lists, found by a
 leapfrog join that reads index pages through ctx.index and never scans the whole state.
 Results come in record-id order with a cursor: pass the returned "next" as "after" to
-continue ("next" is None once nothing is left). A call examines at most MAX_EXAMINED ids,
-so a sparse intersection may return fewer than "limit" results with a non-None cursor.
+continue ("next" is None once nothing is left). A call examines about MAX_EXAMINED index
+entries at most, so a sparse intersection may return fewer than "limit" results with a
+non-None cursor: the client keeps paging.
 Answers carry summaries and record ids only: never the patient id, the cid or the capsule.
 """
 
-PAGE = 256
-MAX_EXAMINED = 20000
+PAGE = 1000
+MAX_EXAMINED = 12000
 MAX_LIMIT = 100
 FIELDS = ["record_id", "data_type", "security_level", "summary", "hospital_id",
           "created_at_ms", "version"]
@@ -53,21 +54,14 @@ def text(ctx, value, what):
     return value
 
 
-def fill(ctx, c):
-    """Make sure c has an unread id buffered; False when its list is exhausted."""
-    if c["pos"] < len(c["buf"]):
-        return True
-    if c["done"]:
-        return False
-    page = ctx.index(c["name"], c["value"], c["last"], PAGE)
-    c["buf"] = page
-    c["pos"] = 0
-    if len(page) < PAGE:
-        c["done"] = True
-    if len(page) == 0:
-        return False
-    c["last"] = page[-1]
-    return True
+def load(ctx, c):
+    """Refill c's buffer with the next page of ids when it has run dry."""
+    if len(c["buf"]) == 0 and c["more"]:
+        page = ctx.index(c["name"], c["value"], c["last"], PAGE)
+        c["buf"] = page
+        c["more"] = len(page) == PAGE
+        if len(page) > 0:
+            c["last"] = page[-1]
 
 
 def search(ctx, patient=None, hospital=None, where=None, after=None, limit=20):
@@ -77,53 +71,56 @@ def search(ctx, patient=None, hospital=None, where=None, after=None, limit=20):
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         ctx.fail("limit must be a positive integer")
     limit = min(limit, MAX_LIMIT)
-    lists = [{"name": n, "value": v, "buf": [], "pos": 0, "done": False, "last": after}
+    lists = [{"name": n, "value": v, "buf": [], "more": True, "last": after}
              for n, v in conds]
     found = []
     cursor = after
     examined = 0
-    exhausted = False
+    done = False
     while len(found) < limit and examined < MAX_EXAMINED:
-        target = None
+        # Page-merge join: the ids up to `hi` are known for every list, so the
+        # intersection below `hi` is decided by this round's buffers alone.
+        hi = None
         for c in lists:
-            if not fill(ctx, c):
-                exhausted = True
+            load(ctx, c)
+            if len(c["buf"]) == 0:
+                done = True  # one list is exhausted: nothing more can match
                 break
-            head = c["buf"][c["pos"]]
-            if target is None or head > target:
-                target = head
-        if exhausted:
+            if c["more"] and (hi is None or c["buf"][-1] < hi):
+                hi = c["buf"][-1]
+        if done:
             break
-        agree = True
+        heads = [[c["buf"] if hi is None else [x for x in c["buf"] if x <= hi], c]
+                 for c in lists]
+        heads = sorted(heads, key=lambda h: len(h[0]))
+        driver = heads[0][0]
+        others = [{x: True for x in h[0]} for h in heads[1:]]
+        for x in driver:
+            keep = True
+            for o in others:
+                if x not in o:
+                    keep = False
+                    break
+            if keep:
+                found.append(x)
+                if len(found) == limit:
+                    break
+        for h in heads:
+            examined += len(h[0])
+        if len(found) == limit:
+            cursor = found[-1]
+            break
+        if hi is None:
+            done = True
+            break
+        cursor = hi
         for c in lists:
-            while True:
-                if not fill(ctx, c):
-                    exhausted = True
-                    break
-                head = c["buf"][c["pos"]]
-                if head >= target:
-                    break
-                if cursor is None or head > cursor:
-                    cursor = head  # every id up to here is decided: not in all lists
-                c["pos"] += 1
-                examined += 1
-            if exhausted:
-                break
-            if head != target:
-                agree = False
-        if exhausted:
-            break
-        examined += 1
-        if agree:
-            found.append(target)
-            cursor = target
-            for c in lists:
-                c["pos"] += 1
+            c["buf"] = [x for x in c["buf"] if x > hi]
     results = []
     for rid in found:
         rec = ctx.record(rid)
         if rec is not None:
             results.append({k: rec.get(k) for k in FIELDS})
-    if exhausted:
+    if done:
         cursor = None
     return {"results": results, "next": cursor, "examined": examined}

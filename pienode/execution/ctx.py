@@ -93,7 +93,7 @@ class Ctx:
         if raw is None:
             return default
         self._rt.charge(len(raw) // _CB)
-        return import_value(unpack(raw))
+        return import_value(unpack(raw, strict=False))
 
     def put(self, key: Any, value: Any) -> None:
         self._writable()
@@ -138,7 +138,7 @@ class Ctx:
         for k in keys:
             raw = got[k]
             self._rt.charge(len(raw) // _CB + 1)
-            out.append([k[n:].decode("ascii"), import_value(unpack(raw))])
+            out.append([k[n:].decode("ascii"), import_value(unpack(raw, strict=False))])
         return out
 
     # ---- ledger views ------------------------------------------------------------------

@@ -25,13 +25,18 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from pienode.execution import runtime_tables as T
 from pienode.execution.validator import parse_checked
 
 HELPERS = (
     "out", "tk", "add", "sub", "mul", "pow", "lshift", "mod", "bitor", "iadd", "ior", "eq",
     "ne", "lt", "le", "gt", "ge", "contains", "not_contains", "chain", "slice", "delitem",
-    "augsub", "star", "dstar", "ga", "mc", "fstr", "repr_",
+    "augsub", "star", "dstar", "ga", "mc", "mck", "kc", "fstr", "repr_", "T_int",
 )
+#: below this magnitude, + - * of two ints cannot leave the small-int range: inline them
+_K = 1 << 31
+_INT_RESULT_OPS = (ast.Sub, ast.FloorDiv, ast.Mod, ast.BitAnd, ast.BitOr, ast.BitXor,
+                   ast.RShift, ast.LShift, ast.Pow)
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Pow: "pow",
            ast.LShift: "lshift", ast.Mod: "mod", ast.BitOr: "bitor"}
 _NATIVE_BINOPS = {ast.FloorDiv: "floordiv", ast.RShift: "rshift", ast.BitAnd: "and_",
@@ -59,11 +64,56 @@ def _is_small_int(node: ast.AST) -> bool:
             and abs(node.value) < (1 << 32))
 
 
+def _name(n: ast.Name) -> ast.Name:
+    return ast.Name(id=n.id, ctx=ast.Load())
+
+
+def _is_int_class(n: ast.Name) -> ast.expr:
+    # n.__class__ is _T_int  (no call: cheaper than the helper it avoids)
+    return ast.Compare(left=ast.Attribute(value=_name(n), attr="__class__", ctx=ast.Load()),
+                       ops=[ast.Is()], comparators=[_h("T_int")])
+
+
+def _small_int_guards(n: ast.expr) -> list[ast.expr] | None:
+    """Tests that ``n`` is an int below _K, or None if ``n`` cannot be inlined."""
+    if _is_small_int(n):
+        v = n.operand.value if isinstance(n, ast.UnaryOp) else n.value
+        return [] if abs(v) < _K else None
+    if isinstance(n, ast.Name):
+        return [_is_int_class(n), ast.Compare(left=_const(-_K), ops=[ast.Lt(), ast.Lt()],
+                                              comparators=[_name(n), _const(_K)])]
+    return None
+
+
+def _copy(n: ast.expr) -> ast.expr:
+    return _name(n) if isinstance(n, ast.Name) else n
+
+
+def _fast_or_helper(guards: list[ast.expr], fast: ast.expr, slow: ast.expr) -> ast.expr:
+    if not guards:
+        return fast
+    test = guards[0] if len(guards) == 1 else ast.BoolOp(op=ast.And(), values=guards)
+    return ast.IfExp(test=test, body=fast, orelse=slow)
+
+
 def _is_scalar_literal(node: ast.AST) -> bool:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         node = node.operand
     return isinstance(node, ast.Constant) and (
         node.value is None or type(node.value) in (bool, int, str))
+
+
+def _wrap_key(k: ast.expr) -> ast.expr:
+    """A subscript key, priced when it may be a long str (compared by content on a hash
+    hit, which no step would otherwise pay for)."""
+    if isinstance(k, ast.Constant) and not (isinstance(k.value, str) and len(k.value) > 64):
+        return k
+    if isinstance(k, ast.UnaryOp) or (isinstance(k, ast.BinOp)
+                                      and isinstance(k.op, _INT_RESULT_OPS)):
+        return k  # an int (or a TypeError) whatever the operands
+    if isinstance(k, ast.Name):
+        return ast.IfExp(test=_is_int_class(k), body=_name(k), orelse=_call("kc", _name(k)))
+    return _call("kc", k)
 
 
 # ---- static cost -------------------------------------------------------------------------
@@ -87,7 +137,12 @@ def cost(node: ast.AST | list[Any] | None) -> int:
     if isinstance(node, (ast.expr_context, ast.operator, ast.cmpop, ast.unaryop,
                          ast.boolop)):
         return 0
-    return 1 + sum(cost(c) for c in ast.iter_child_nodes(node))
+    extra = 0
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        extra = T.METHOD_CALL
+    elif isinstance(node, ast.FormattedValue):
+        extra = T.FSTRING_FIELD
+    return 1 + extra + sum(cost(c) for c in ast.iter_child_nodes(node))
 
 
 def _comp_costs(node: ast.ListComp | ast.DictComp) -> list[int]:
@@ -216,7 +271,18 @@ class Instrumenter(ast.NodeTransformer):
         if name in ("add", "sub", "bitor") and (
                 _is_small_int(node.left) or _is_small_int(node.right)):
             return node
-        return ast.copy_location(_call(name, node.left, node.right), node)
+        slow = _call(name, node.left, node.right)
+        if name in ("add", "sub", "mul"):
+            ga, gb = _small_int_guards(node.left), _small_int_guards(node.right)
+            if ga is not None and gb is not None:
+                fast = ast.BinOp(left=_copy(node.left), op=node.op, right=_copy(node.right))
+                return ast.copy_location(_fast_or_helper(ga + gb, fast, slow), node)
+        if name == "mod" and isinstance(node.left, ast.Name) and isinstance(
+                node.right, (ast.Name, ast.Constant)):
+            fast = ast.BinOp(left=_name(node.left), op=node.op, right=_copy(node.right))
+            return ast.copy_location(
+                _fast_or_helper([_is_int_class(node.left)], fast, slow), node)
+        return ast.copy_location(slow, node)
 
     def visit_Compare(self, node: ast.Compare) -> ast.expr:
         self.generic_visit(node)
@@ -233,7 +299,14 @@ class Instrumenter(ast.NodeTransformer):
         if not any(unsafe):
             return node
         if len(node.ops) == 1:
-            return ast.copy_location(_call(_CMPOPS[type(node.ops[0])], *operands), node)
+            slow = _call(_CMPOPS[type(node.ops[0])], *operands)
+            a, b = operands
+            if isinstance(a, ast.Name) and isinstance(b, ast.Name) and not isinstance(
+                    node.ops[0], (ast.In, ast.NotIn)):
+                fast = ast.Compare(left=_name(a), ops=node.ops, comparators=[_name(b)])
+                return ast.copy_location(_fast_or_helper(
+                    [_is_int_class(a), _is_int_class(b)], fast, slow), node)
+            return ast.copy_location(slow, node)
         ops = ast.Tuple(elts=[_const(_CMPOPS[type(op)]) for op in node.ops], ctx=ast.Load())
         return ast.copy_location(_call("chain", ops, *operands), node)
 
@@ -244,6 +317,8 @@ class Instrumenter(ast.NodeTransformer):
             return ast.copy_location(_call(
                 "slice", node.value, s.lower or _const(None), s.upper or _const(None),
                 s.step or _const(None)), node)
+        if not isinstance(node.slice, ast.Slice):
+            node.slice = _wrap_key(node.slice)
         return node
 
     def visit_Call(self, node: ast.Call) -> ast.expr:
@@ -256,8 +331,14 @@ class Instrumenter(ast.NodeTransformer):
             kws.append(ast.keyword(arg=kw.arg, value=v))
         if isinstance(node.func, ast.Attribute):
             obj = self.visit(node.func.value)
-            new = ast.Call(func=_h("mc"), args=[obj, _const(node.func.attr)] + args,
-                           keywords=kws)
+            if kws:
+                kwd = ast.Dict(keys=[None if k.arg is None else _const(k.arg) for k in kws],
+                               values=[k.value for k in kws])
+                new = ast.Call(func=_h("mck"), args=[obj, _const(node.func.attr), kwd] + args,
+                               keywords=[])
+            else:
+                new = ast.Call(func=_h("mc"), args=[obj, _const(node.func.attr)] + args,
+                               keywords=[])
         else:
             new = ast.Call(func=self.visit(node.func), args=args, keywords=kws)
         return ast.copy_location(new, node)
@@ -327,12 +408,25 @@ class Instrumenter(ast.NodeTransformer):
         t = node.target
         if isinstance(t, ast.Name):
             load = ast.Name(id=t.id, ctx=ast.Load())
+            if op in (ast.Add, ast.Sub, ast.Mult):
+                pre: list[ast.stmt] = []
+                v = node.value
+                if _small_int_guards(v) is None:
+                    pre = [ast.copy_location(ast.Assign(
+                        targets=[ast.Name(id="_t", ctx=ast.Store())], value=v), node)]
+                    v = ast.Name(id="_t", ctx=ast.Load())
+                guards = (_small_int_guards(load) or []) + (_small_int_guards(v) or [])
+                fast = ast.BinOp(left=_name(load), op=node.op, right=_copy(v))
+                value = _fast_or_helper(guards, fast, _call(name, _name(load), _copy(v)))
+                assign = ast.Assign(targets=[ast.Name(id=t.id, ctx=ast.Store())], value=value)
+                return pre + [ast.copy_location(assign, node)]  # type: ignore[return-value]
             new: ast.stmt = ast.Assign(targets=[ast.Name(id=t.id, ctx=ast.Store())],
                                        value=_call(name, load, node.value))
         else:  # Subscript (the validator refuses attribute and slice targets)
             assert isinstance(t, ast.Subscript)
-            new = ast.Expr(value=_call("augsub", self.visit(t.value), self.visit(t.slice),
-                                       _const(name), node.value))
+            new = ast.Expr(value=_call("augsub", self.visit(t.value),
+                                       _wrap_key(self.visit(t.slice)), _const(name),
+                                       node.value))
         return ast.copy_location(new, node)
 
     def visit_Delete(self, node: ast.Delete) -> list[ast.stmt]:
@@ -340,7 +434,7 @@ class Instrumenter(ast.NodeTransformer):
         for t in node.targets:
             if isinstance(t, ast.Subscript):
                 out.append(ast.copy_location(ast.Expr(value=_call(
-                    "delitem", self.visit(t.value), self.visit(t.slice))), node))
+                    "delitem", self.visit(t.value), _wrap_key(self.visit(t.slice)))), node))
             else:
                 out.append(ast.copy_location(ast.Delete(targets=[self.visit(t)]), node))
         return out
@@ -353,9 +447,10 @@ def instrument(tree: ast.Module, entries: tuple[str, ...]) -> ast.Module:
         ast.Assign(targets=[ast.Name(id="_S", ctx=ast.Store())],
                    value=ast.Attribute(value=_h("rt"), attr="steps", ctx=ast.Load())),
     ]
-    for h in HELPERS:
-        head.append(ast.Assign(targets=[ast.Name(id="_" + h, ctx=ast.Store())],
-                               value=ast.Attribute(value=_h("rt"), attr=h, ctx=ast.Load())))
+    head.append(ast.Assign(
+        targets=[ast.Tuple(elts=[ast.Name(id="_" + h, ctx=ast.Store()) for h in HELPERS],
+                           ctx=ast.Store())],
+        value=ast.Attribute(value=_h("rt"), attr="helpers", ctx=ast.Load())))
     # _rt.bind((lambda: _S).__closure__[0]) hands the runtime the counter's cell.
     cell = ast.Subscript(value=ast.Attribute(
         value=ast.Lambda(args=_no_args(), body=ast.Name(id="_S", ctx=ast.Load())),

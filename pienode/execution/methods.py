@@ -23,13 +23,28 @@ def _str_args_len(args: tuple[Any, ...]) -> int:
     return sum(len(a) for a in args if type(a) is str)
 
 
+def _needle_factor(args: tuple[Any, ...]) -> int:
+    """CPython's default substring search is O(n*m) in the worst case for needles shorter
+    than ~100 characters (longer ones use the linear two-way algorithm); price that."""
+    a = args[0]
+    if type(a) is str and len(a) > 4:
+        return 1 + min(len(a), 100) // 4
+    return 1
+
+
 def _linear_str(name: str) -> Handler:
-    def h(rt: Runtime, s: str, *args: Any) -> Any:
-        rt.charge(1 + (len(s) + _str_args_len(args)) // _CH)
-        r = getattr(s, name)(*args)
+    method = getattr(str, name)
+
+    def h(rt: Runtime, s: str, *args: Any, **kw: Any) -> Any:
+        n = len(s)
+        if args:
+            n = (n + _str_args_len(args)) * _needle_factor(args)
+        if n > _CH:
+            rt.charge(n // _CH)
+        r = method(s, *args, **kw)
         t = type(r)
         if t is str:
-            rt.check_len(len(r), "string")
+            rt.check_str(len(r))
         elif t is tuple:
             r = list(r)
         elif t is list:
@@ -46,13 +61,13 @@ for _n in T.STR_METHODS - {"replace", "join", "center", "ljust", "rjust", "zfill
 def _replace(rt: Runtime, s: str, old: Any, new: Any, count: Any = -1) -> str:
     if type(old) is not str or type(new) is not str or type(count) not in (int, bool):
         raise TypeError("replace() takes (str, str[, int])")
-    rt.charge(1 + len(s) // _CH)
+    rt.charge(1 + len(s) * _needle_factor((old,)) // _CH)
     n = len(s) + 1 if old == "" else s.count(old)
     if count >= 0:
         n = min(n, count)
     size = len(s) + n * (len(new) - len(old))
-    rt.check_len(size, "string")
-    rt.charge(size // _CH)
+    rt.check_str(size)
+    rt.charge((len(s) + size) // 8 + n // 4)  # replacing is slower per char than copying
     return s.replace(old, new, count)
 
 
@@ -64,7 +79,7 @@ def _join(rt: Runtime, sep: str, items: Any) -> str:
             raise TypeError("join() takes a list of str")
         size += len(p)
     size += len(sep) * max(len(parts) - 1, 0)
-    rt.check_len(size, "string")
+    rt.check_str(size)
     rt.charge(size // _CH + len(parts))
     return sep.join(parts)
 
@@ -73,7 +88,7 @@ def _pad(name: str) -> Handler:
     def h(rt: Runtime, s: str, width: Any, *fill: Any) -> str:
         if type(width) not in (int, bool):
             raise TypeError(f"{name}() width must be an integer")
-        rt.check_len(width, "string")
+        rt.check_str(width)
         rt.charge(1 + max(width, len(s)) // _CH)
         return getattr(s, name)(width, *fill)
 
@@ -88,7 +103,8 @@ for _n in ("center", "ljust", "rjust", "zfill"):
 
 # ---- list ------------------------------------------------------------------------------
 def _append(rt: Runtime, lst: list[Any], x: Any) -> None:
-    rt.check_len(len(lst) + 1, "list")
+    if len(lst) >= rt.max_len:
+        rt.check_len(len(lst) + 1, "list")
     lst.append(x)
 
 
@@ -141,14 +157,18 @@ METHODS.update({
 
 # ---- dict ------------------------------------------------------------------------------
 def _dget(rt: Runtime, d: dict[Any, Any], k: Any, default: Any = None) -> Any:
+    if k.__class__ is str and len(k) > 64:
+        rt.kc(k)
     return d.get(k, default)
 
 
 def _dpop(rt: Runtime, d: dict[Any, Any], k: Any, *default: Any) -> Any:
+    rt.kc(k)
     return d.pop(k, *default)
 
 
 def _setdefault(rt: Runtime, d: dict[Any, Any], k: Any, default: Any = None) -> Any:
+    rt.kc(k)
     return d.setdefault(k, default)
 
 
@@ -157,7 +177,7 @@ def _update(rt: Runtime, d: dict[Any, Any], other: Any = None, **kw: Any) -> Non
         if type(other) is not dict:
             raise TypeError("update() takes a dict")
         rt.check_len(len(d) + len(other), "dict")
-        rt.charge(len(other) + 1)
+        rt.charge(len(other) + 1 + sum(len(k) for k in other if type(k) is str) // _CH)
         d.update(other)
     if kw:
         rt.charge(len(kw))

@@ -59,6 +59,8 @@ _SMALL = T.SMALL_INT
 _CH = T.CHARS_PER_STEP
 _NoneType = type(None)
 _SCALARS = (int, bool, str, _NoneType)
+_STR_ONLY = {str}
+_INT_ONLY = {int}
 
 
 def _tname(x: Any) -> str:
@@ -71,15 +73,27 @@ class Runtime:
     """Per-call metering state and helpers. Built fresh for every call."""
 
     def __init__(self, limits: Any) -> None:
-        self.limits = limits
-        self.steps = limits.steps
-        self.max_len = limits.max_len
-        self.max_bits = limits.max_int_bits
-        self.cell: Any = None
+        self.reset(limits)
         self.builtins = self._make_builtins()
         from pienode.execution.methods import METHODS  # local: methods imports Runtime
 
         self._methods = METHODS
+        #: the helpers in the order ``instrument.HELPERS`` unpacks them, bound once
+        from pienode.execution.instrument import HELPERS
+
+        self.T_int, self.T_str = int, str  # real types, for inline fast paths
+        self.helpers = tuple(getattr(self, h) for h in HELPERS)
+        #: ``_module`` functions already exec'd with these builtins, per contract
+        self.modules: dict[tuple[str, str], Any] = {}
+
+    def reset(self, limits: Any) -> None:
+        """Prepare for a new call (a Runtime is reused by the calls of one thread)."""
+        self.limits = limits
+        self.steps = limits.steps
+        self.max_len = limits.max_len
+        self.max_str = limits.max_str_len
+        self.max_bits = limits.max_int_bits
+        self.cell: Any = None
 
     # ---- the counter -------------------------------------------------------------------
     def bind(self, cell: Any) -> None:
@@ -109,6 +123,10 @@ class Runtime:
     def check_len(self, n: int, what: str = "value") -> None:
         if n > self.max_len:
             raise SizeLimitExceeded(f"{what} of {n} elements exceeds {self.max_len}")
+
+    def check_str(self, n: int) -> None:
+        if n > self.max_str:
+            raise SizeLimitExceeded(f"string of {n} characters exceeds {self.max_str}")
 
     def check_int(self, r: int) -> int:
         if r.bit_length() > self.max_bits:
@@ -140,6 +158,17 @@ class Runtime:
             vals = x if type(x) is list else x.values()
             if done:
                 size = 1 + (len(x) if type(x) is list else 2 * len(x))
+                ts = set(map(type, vals))
+                if not (list in ts or dict in ts):  # flat: price it at C speed
+                    if ts == _STR_ONLY:
+                        size += sum(map(len, vals)) // _CH
+                    elif ts == _INT_ONLY:
+                        size += sum(map(int.bit_length, vals)) >> 6
+                    elif str in ts or int in ts:
+                        size += sum(self._scalar_cost(e) for e in vals)
+                    memo[i] = size
+                    onpath.discard(i)
+                    continue
                 for e in vals:
                     te = type(e)
                     if te is list or te is dict:
@@ -147,7 +176,7 @@ class Runtime:
                     elif te is str:
                         size += len(e) // _CH
                     elif te is int:
-                        size += e.bit_length() >> 8
+                        size += e.bit_length() >> 6
                 memo[i] = size
                 onpath.discard(i)
                 continue
@@ -162,10 +191,12 @@ class Runtime:
                 self.charge(visits * T.WALK_VISIT)  # raises
             onpath.add(i)
             stack.append((x, depth, True))
-            for e in vals:
-                te = type(e)
-                if (te is list or te is dict) and id(e) not in memo:
-                    stack.append((e, depth + 1, False))
+            ts = set(map(type, vals))
+            if list in ts or dict in ts:
+                for e in vals:
+                    te = type(e)
+                    if (te is list or te is dict) and id(e) not in memo:
+                        stack.append((e, depth + 1, False))
         total = memo[id(obj)] + visits * T.WALK_VISIT
         self.charge(total)
         return total
@@ -176,7 +207,7 @@ class Runtime:
         if t is str:
             return 1 + len(x) // _CH
         if t is int:
-            return 1 + (x.bit_length() >> 8)
+            return 1 + (x.bit_length() >> 6)
         return 1
 
     # ---- arithmetic --------------------------------------------------------------------
@@ -190,7 +221,7 @@ class Runtime:
         if t is str:
             n = len(r)
             if n > 256:
-                self.check_len(n, "string")
+                self.check_str(n)
                 self.charge(n // _CH)
         elif t is list:
             n = len(r)
@@ -223,7 +254,10 @@ class Runtime:
 
     def _repeat(self, seq: Any, n: int) -> Any:
         size = len(seq) * max(n, 0)
-        self.check_len(size, "repeated " + _tname(seq))
+        if type(seq) is str:
+            self.check_str(size)
+        else:
+            self.check_len(size, "repeated list")
         self.charge(size // _CH if type(seq) is str else size)
         return seq * n
 
@@ -264,8 +298,13 @@ class Runtime:
         if type(a) is dict:
             if type(b) is dict:
                 self.check_len(len(a) + len(b), "dict")
-                self.charge(len(a) + len(b))
+                self.charge(len(a) + len(b) + self._keys_cost(b))
         return a | b
+
+    @staticmethod
+    def _keys_cost(d: dict[Any, Any]) -> int:
+        # merging compares each equal-hash str key by content
+        return sum(len(k) for k in d if k.__class__ is str) // _CH
 
     def iadd(self, a: Any, b: Any) -> Any:
         if a.__class__ is list:
@@ -281,7 +320,7 @@ class Runtime:
     def ior(self, a: Any, b: Any) -> Any:
         if a.__class__ is dict and b.__class__ is dict:
             self.check_len(len(a) + len(b), "dict")
-            self.charge(len(b) + 1)
+            self.charge(len(b) + 1 + self._keys_cost(b))
             a |= b
             return a
         return self.bitor(a, b)
@@ -325,10 +364,13 @@ class Runtime:
         """``a in b``."""
         tb = b.__class__
         if tb is dict:
+            if a.__class__ is str and len(a) > 64:
+                self.charge(len(a) // _CH)
             return a in b
         if tb is str:
             if type(a) is str:
-                self.charge((len(a) + len(b)) // _CH)
+                f = 1 + min(len(a), 100) // 4 if len(a) > 4 else 1
+                self.charge((len(a) + len(b)) * f // _CH)
             return a in b
         if tb is list:
             self.charge(len(b) * self._elem_cost(a))
@@ -401,11 +443,24 @@ class Runtime:
             raise SandboxViolation(f"attribute '{name}' of {_tname(obj)} is not available")
         return getattr(obj, name)
 
-    def mc(self, obj: Any, name: str, *args: Any, **kw: Any) -> Any:
+    def mc(self, obj: Any, name: str, *args: Any) -> Any:
+        h = self._methods.get((obj.__class__, name))
+        if h is None:
+            raise SandboxViolation(f"{_tname(obj)} has no method '{name}'")
+        return h(self, obj, *args)
+
+    def mck(self, obj: Any, name: str, kw: dict[str, Any], *args: Any) -> Any:
+        """A method call with keyword arguments."""
         h = self._methods.get((obj.__class__, name))
         if h is None:
             raise SandboxViolation(f"{_tname(obj)} has no method '{name}'")
         return h(self, obj, *args, **kw)
+
+    def kc(self, k: Any) -> Any:
+        """A subscript key: a long str key costs a compare of its length on a hash hit."""
+        if k.__class__ is str and len(k) > 64:
+            self.charge(len(k) // _CH)
+        return k
 
     # ---- conversions -------------------------------------------------------------------
     def to_str(self, x: Any) -> str:
@@ -442,14 +497,14 @@ class Runtime:
             raise SandboxViolation(f"cannot convert {_tname(x)} to str")
         s = fn(x)
         # repr may escape a character into up to 10; the walk charged the input only.
-        self.check_len(len(s), "string")
+        self.check_str(len(s))
         self.charge(len(s) // _CH)
         return s
 
     def fstr(self, *parts: Any) -> str:
         out = [p if type(p) is str else self.to_str(p) for p in parts]
         n = sum(len(p) for p in out)
-        self.check_len(n, "string")
+        self.check_str(n)
         self.charge(n // _CH + 1)
         return "".join(out)
 

@@ -51,10 +51,14 @@ ALLOWED_ATTRS = (
 # ---- step costs (calibrated by benchmarks/contracts_bench.py; ~20-60 ns per step) ----
 #: characters of a string that cost one step to create, copy, compare or search
 CHARS_PER_STEP = 32
+#: extra static steps for a method call and for each f-string field (their helpers do more
+#: interpreter work than one syntax node)
+METHOD_CALL = 4
+FSTRING_FIELD = 6
 #: bits of an integer operand per step unit of multiplication cost
 BITS_PER_STEP = 64
 #: base cost of every ctx call that crosses to the node (IPC round trip, store read)
-CTX_CALL = 100
+CTX_CALL = 500
 #: bytes moved across the ctx door per extra step
 CTX_BYTES_PER_STEP = 16
 #: an int whose magnitude stays below this never needs a size check

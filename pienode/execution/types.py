@@ -85,7 +85,8 @@ class Limits:
     """
 
     steps: int = 5_000_000
-    max_len: int = 1_000_000  # elements of a list/dict, characters of a str
+    max_len: int = 1_000_000  # elements of a list or dict
+    max_str_len: int = 256 * 1024  # characters of a str (state values are 64 KiB anyway)
     max_int_bits: int = 4096
     max_depth: int = 100  # nested contract calls
     max_value_bytes: int = 64 * 1024  # one packed state value
@@ -98,18 +99,18 @@ class Limits:
     memory_bytes: int = 1024 * 1024 * 1024
     cpu_s: int = 30
 
-    def to_wire(self) -> list[Any]:
-        return [
-            self.steps, self.max_len, self.max_int_bits, self.max_depth, self.max_value_bytes,
-            self.max_result_bytes, self.max_events, self.max_writes, self.max_key_len,
-            self.cpu_s,
-        ]
+    _WIRE = ("steps", "max_len", "max_str_len", "max_int_bits", "max_depth",
+             "max_value_bytes", "max_result_bytes", "max_events", "max_writes", "max_key_len",
+             "cpu_s")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._WIRE}
 
     @classmethod
-    def from_wire(cls, w: list[Any], base: "Limits | None" = None) -> "Limits":
+    def from_wire(cls, w: dict[str, Any], base: "Limits | None" = None) -> "Limits":
         b = base or cls()
-        cpu = int(w[9]) if len(w) > 9 else b.cpu_s
-        return cls(*w[:9], wall_clock_s=b.wall_clock_s, memory_bytes=b.memory_bytes, cpu_s=cpu)
+        kw = {k: int(w[k]) for k in cls._WIRE if k in w}
+        return cls(**kw, wall_clock_s=b.wall_clock_s, memory_bytes=b.memory_bytes)
 
 
 @dataclass(frozen=True, slots=True)

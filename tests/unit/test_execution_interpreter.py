@@ -213,3 +213,57 @@ def test_determinism_across_hash_seeds(tmp_path: Path) -> None:
     assert len(outs) == 1
     data = json.loads(outs.pop())
     assert data[0][0] is True and data[1][2].startswith("SizeLimitExceeded")
+
+
+def test_inline_fast_paths_keep_python_semantics() -> None:
+    src = '''
+def f(ctx):
+    a = [1]
+    b = a
+    a += [2]
+    n = 7
+    n *= 3
+    n -= 1
+    m = 3037000499
+    big = m * m
+    s = "ab"
+    s *= 2
+    t = n % 4
+    u = s % ()
+    return [b, n, big, s, t, n < m, s < "b", [1, 2] < [1, 3], 10 ** 2]
+'''
+    r = run(src)
+    assert r.error.startswith("SandboxViolation: string % formatting")
+    r = run(src.replace("    u = s % ()\n", ""))
+    assert r.ok, r.error
+    assert r.value == [[1, 2], 20, 3037000499 ** 2, "abab", 0, True, True, True, 100]
+
+
+def test_method_keywords_and_sorting() -> None:
+    src = '''
+def f(ctx):
+    x = [[2, "b"], [1, "a"], [3, "c"]]
+    x.sort(key=lambda p: p[0], reverse=True)
+    words = "a,b,c".split(",", maxsplit=1)
+    return [x, words, sorted([3, 1, 2], reverse=True), min([4, 2, 9]), max(["a", "bb"], key=len)]
+'''
+    r = run(src)
+    assert r.ok, r.error
+    assert r.value == [[[3, "c"], [2, "b"], [1, "a"]], ["a", "b,c"], [3, 2, 1], 2, "bb"]
+
+
+def test_long_string_keys_are_priced() -> None:
+    src = '''
+def f(ctx, n=500):
+    k = "x" * 200000
+    d = {k: 1}
+    j = (k + "y")[:-1]
+    t = 0
+    for i in range(n):
+        t += d[j]
+    return t
+'''
+    cheap = run(src.replace('"x" * 200000', '"x" * 10'))
+    dear = run(src)
+    assert cheap.ok and dear.ok and dear.value == 500
+    assert dear.steps > cheap.steps + 500 * (200000 // 32)

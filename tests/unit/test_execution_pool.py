@@ -31,7 +31,7 @@ def spin(ctx):
     while True:
         pass
 def hog(ctx):
-    x = "a" * 900000
+    x = "a" * 200000
     out = []
     for i in range(100000):
         out.append(x + str(i))
@@ -112,7 +112,7 @@ def test_hung_worker_times_out_and_is_replaced(engine: ContractEngine) -> None:
 def test_memory_blowup_is_contained(engine: ContractEngine) -> None:
     code = validate(SRC, "demo")
     r = engine.call_sync(code, "hog", {}, CALL, _state(), read_only=True)
-    # the step budget trips before the memory: 100k x 900 kB would be 90 GB
+    # the step budget trips before the memory: 100k x 200 kB would be 20 GB
     assert r.error.startswith("StepLimitExceeded"), r.error
     assert engine.call_sync(code, "bump", {}, CALL, _state(), read_only=False).ok
 
