@@ -53,7 +53,7 @@ def _session(args: argparse.Namespace) -> Any:
 
     wallet = Wallet.load(Path(args.wallet))
     wallet.require_registered()
-    return Session(wallet, args.node)
+    return Session(wallet, args.node or os.environ.get("PIE_NODE") or wallet.node or default_node())
 
 
 def _where(items: list[str] | None) -> dict[str, str]:
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.node is None:
+    if args.node is None and args.command == "register":
         args.node = default_node()
     return run_command(lambda: args.func(args))
 

@@ -34,8 +34,12 @@ class Session:
 
     async def __aenter__(self) -> "Session":
         await self.client.__aenter__()
-        self.genesis = Genesis.from_json(json.dumps(await self.client.get("/genesis")))
-        self.node_id = (await self.client.get("/status"))["node_id"]
+        try:
+            self.genesis = Genesis.from_json(json.dumps(await self.client.get("/genesis")))
+            self.node_id = (await self.client.get("/status"))["node_id"]
+        except BaseException:
+            await self.client.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
