@@ -13,7 +13,7 @@ Answers carry summaries and record ids only: never the patient id, the cid or th
 """
 
 PAGE = 1000
-MAX_EXAMINED = 12000
+MAX_EXAMINED = 8000
 MAX_LIMIT = 100
 FIELDS = ["record_id", "data_type", "security_level", "summary", "hospital_id",
           "created_at_ms", "version"]

@@ -53,7 +53,7 @@ def make_builtins(rt: Runtime) -> dict[str, Any]:
             # environment setting that could differ between nodes.
             if len(x) > 4400:
                 raise SizeLimitExceeded(f"integer text of {len(x)} characters")
-            rt.charge(1 + len(x) // _CH)
+            rt.charge(1 + (len(x) // 19) ** 2 // 4)  # parsing is quadratic in the digits
             r = int(x) if base is None else int(x, base)
         elif type(x) in (int, bool):
             if base is not None:
@@ -158,6 +158,7 @@ def make_builtins(rt: Runtime) -> dict[str, Any]:
         return isinstance(x, tuple(real))
 
     def b_divmod(a: Any, b: Any) -> list[int]:
+        rt._div_cost(a, b)
         q, r = divmod(a, b)
         return [q, r]
 

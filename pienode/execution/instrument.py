@@ -31,16 +31,15 @@ from pienode.execution.validator import parse_checked
 HELPERS = (
     "out", "tk", "add", "sub", "mul", "pow", "lshift", "mod", "bitor", "iadd", "ior", "eq",
     "ne", "lt", "le", "gt", "ge", "contains", "not_contains", "chain", "slice", "delitem",
-    "augsub", "star", "dstar", "ga", "mc", "mck", "kc", "fstr", "repr_", "T_int",
+    "augsub", "star", "dstar", "ga", "mc", "mck", "kc", "fstr", "repr_", "T_int", "floordiv",
 )
 #: below this magnitude, + - * of two ints cannot leave the small-int range: inline them
 _K = 1 << 31
 _INT_RESULT_OPS = (ast.Sub, ast.FloorDiv, ast.Mod, ast.BitAnd, ast.BitOr, ast.BitXor,
                    ast.RShift, ast.LShift, ast.Pow)
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Pow: "pow",
-           ast.LShift: "lshift", ast.Mod: "mod", ast.BitOr: "bitor"}
-_NATIVE_BINOPS = {ast.FloorDiv: "floordiv", ast.RShift: "rshift", ast.BitAnd: "and_",
-                  ast.BitXor: "xor"}
+           ast.LShift: "lshift", ast.Mod: "mod", ast.BitOr: "bitor", ast.FloorDiv: "floordiv"}
+# native: >> & ^ (linear in the operands, which are capped at max_int_bits)
 _CMPOPS = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt",
            ast.GtE: "ge", ast.In: "contains", ast.NotIn: "not_contains"}
 
@@ -103,14 +102,19 @@ def _is_scalar_literal(node: ast.AST) -> bool:
         node.value is None or type(node.value) in (bool, int, str))
 
 
+def _int_key(k: ast.expr) -> bool:
+    """True for an (untransformed) key that is a short literal or surely not a str."""
+    if isinstance(k, ast.Constant):
+        return not (isinstance(k.value, str) and len(k.value) > 64)
+    return isinstance(k, ast.UnaryOp) or (isinstance(k, ast.BinOp)
+                                          and isinstance(k.op, _INT_RESULT_OPS))
+
+
 def _wrap_key(k: ast.expr) -> ast.expr:
     """A subscript key, priced when it may be a long str (compared by content on a hash
     hit, which no step would otherwise pay for)."""
     if isinstance(k, ast.Constant) and not (isinstance(k.value, str) and len(k.value) > 64):
         return k
-    if isinstance(k, ast.UnaryOp) or (isinstance(k, ast.BinOp)
-                                      and isinstance(k.op, _INT_RESULT_OPS)):
-        return k  # an int (or a TypeError) whatever the operands
     if isinstance(k, ast.Name):
         return ast.IfExp(test=_is_int_class(k), body=_name(k), orelse=_call("kc", _name(k)))
     return _call("kc", k)
@@ -277,11 +281,12 @@ class Instrumenter(ast.NodeTransformer):
             if ga is not None and gb is not None:
                 fast = ast.BinOp(left=_copy(node.left), op=node.op, right=_copy(node.right))
                 return ast.copy_location(_fast_or_helper(ga + gb, fast, slow), node)
-        if name == "mod" and isinstance(node.left, ast.Name) and isinstance(
+        if name in ("mod", "floordiv") and isinstance(node.left, ast.Name) and isinstance(
                 node.right, (ast.Name, ast.Constant)):
+            # a small int dividend makes division O(1) whatever the divisor
             fast = ast.BinOp(left=_name(node.left), op=node.op, right=_copy(node.right))
-            return ast.copy_location(
-                _fast_or_helper([_is_int_class(node.left)], fast, slow), node)
+            guards = _small_int_guards(node.left) or []
+            return ast.copy_location(_fast_or_helper(guards, fast, slow), node)
         return ast.copy_location(slow, node)
 
     def visit_Compare(self, node: ast.Compare) -> ast.expr:
@@ -311,13 +316,14 @@ class Instrumenter(ast.NodeTransformer):
         return ast.copy_location(_call("chain", ops, *operands), node)
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.expr:
+        plain_key = _int_key(node.slice)
         self.generic_visit(node)
         if isinstance(node.slice, ast.Slice) and isinstance(node.ctx, ast.Load):
             s = node.slice
             return ast.copy_location(_call(
                 "slice", node.value, s.lower or _const(None), s.upper or _const(None),
                 s.step or _const(None)), node)
-        if not isinstance(node.slice, ast.Slice):
+        if not isinstance(node.slice, ast.Slice) and not plain_key:
             node.slice = _wrap_key(node.slice)
         return node
 
@@ -424,8 +430,10 @@ class Instrumenter(ast.NodeTransformer):
                                        value=_call(name, load, node.value))
         else:  # Subscript (the validator refuses attribute and slice targets)
             assert isinstance(t, ast.Subscript)
+            plain = _int_key(t.slice)
+            key = self.visit(t.slice)
             new = ast.Expr(value=_call("augsub", self.visit(t.value),
-                                       _wrap_key(self.visit(t.slice)), _const(name),
+                                       key if plain else _wrap_key(key), _const(name),
                                        node.value))
         return ast.copy_location(new, node)
 
@@ -433,8 +441,11 @@ class Instrumenter(ast.NodeTransformer):
         out: list[ast.stmt] = []
         for t in node.targets:
             if isinstance(t, ast.Subscript):
+                plain = _int_key(t.slice)
+                key = self.visit(t.slice)
                 out.append(ast.copy_location(ast.Expr(value=_call(
-                    "delitem", self.visit(t.value), _wrap_key(self.visit(t.slice)))), node))
+                    "delitem", self.visit(t.value), key if plain else _wrap_key(key))),
+                    node))
             else:
                 out.append(ast.copy_location(ast.Delete(targets=[self.visit(t)]), node))
         return out

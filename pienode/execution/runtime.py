@@ -158,12 +158,15 @@ class Runtime:
             vals = x if type(x) is list else x.values()
             if done:
                 size = 1 + (len(x) if type(x) is list else 2 * len(x))
+                if type(x) is dict:
+                    size += self._keys_cost(x)
                 ts = set(map(type, vals))
                 if not (list in ts or dict in ts):  # flat: price it at C speed
                     if ts == _STR_ONLY:
                         size += sum(map(len, vals)) // _CH
                     elif ts == _INT_ONLY:
-                        size += sum(map(int.bit_length, vals)) >> 6
+                        if max(map(int.bit_length, vals)) > 127:
+                            size += sum(self._scalar_cost(e) for e in vals)
                     elif str in ts or int in ts:
                         size += sum(self._scalar_cost(e) for e in vals)
                     memo[i] = size
@@ -176,7 +179,7 @@ class Runtime:
                     elif te is str:
                         size += len(e) // _CH
                     elif te is int:
-                        size += e.bit_length() >> 6
+                        size += self._scalar_cost(e)
                 memo[i] = size
                 onpath.discard(i)
                 continue
@@ -207,7 +210,8 @@ class Runtime:
         if t is str:
             return 1 + len(x) // _CH
         if t is int:
-            return 1 + (x.bit_length() >> 6)
+            # decimal conversion is quadratic in the number of 64-bit limbs
+            return 1 + (x.bit_length() >> 6) ** 2 // 4
         return 1
 
     # ---- arithmetic --------------------------------------------------------------------
@@ -292,7 +296,17 @@ class Runtime:
     def mod(self, a: Any, b: Any) -> Any:
         if type(a) is str:
             raise SandboxViolation("string % formatting is not allowed; use f-strings")
+        self._div_cost(a, b)
         return a % b
+
+    def floordiv(self, a: Any, b: Any) -> Any:
+        self._div_cost(a, b)
+        return a // b
+
+    def _div_cost(self, a: Any, b: Any) -> None:
+        # long division is O(limbs(a) * limbs(b)); small operands cost nothing extra
+        if a.__class__ is int and not -_SMALL < a < _SMALL and b.__class__ in (int, bool):
+            self.charge(1 + (a.bit_length() >> 6) * ((b.bit_length() >> 6) + 1) // 2)
 
     def bitor(self, a: Any, b: Any) -> Any:
         if type(a) is dict:
@@ -468,7 +482,8 @@ class Runtime:
         if t is str:
             return x
         if t is int:
-            self.charge(1 + x.bit_length() // 256)
+            if not -_SMALL < x < _SMALL:
+                self.charge(self._scalar_cost(x))
             return str(x)
         if t is bool or x is None:
             return str(x)
@@ -477,7 +492,7 @@ class Runtime:
     def repr_(self, x: Any) -> str:
         t = type(x)
         if t is int or t is bool or x is None:
-            return repr(x)
+            return self.to_str(x)
         return self._render(x, repr)
 
     def _render(self, x: Any, fn: Callable[[Any], str]) -> str:
