@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pienode.api.render import block_json, jsonable, receipt_json
-from pienode.errors import EncodingError, NotFound, PieError, ValidationError
+from pienode.errors import EncodingError, Forbidden, NotFound, PieError, ValidationError
 from pienode.runtime.node import Node
 
 log = logging.getLogger("pienode.api")
@@ -62,8 +62,12 @@ def is_local(request: web.Request) -> bool:
 
 @web.middleware
 async def files_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """File transfers: open to the node's own host and to requests signed by registered users."""
+    """File transfers: open to the node's own host and to requests signed by registered users;
+    the store's housekeeping (list, stat, pin, gc, verify) to the node's own host only."""
     if request.path.startswith("/files") and not is_local(request):
+        if request.path == "/files" and request.method == "GET" or request.path.count("/") > 2 \
+                or request.path in ("/files/gc", "/files/verify"):
+            raise Forbidden("file store housekeeping is for the node's operator (its own host)")
         node = request.app[NODE]
         node.request_verifier.verify(request.headers, request.method, request.path_qs, None, node.user_key)
     return await handler(request)
@@ -321,6 +325,9 @@ def make_app(node: Node) -> web.Application:
         source_getter=lambda: node.files.exchange,
         on_ingested=node.files.on_ingested,
     )
+    from pienode.files.http import add_file_admin_routes
+
+    add_file_admin_routes(app, lambda: node.files.store, node.files.referenced_cids)
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)

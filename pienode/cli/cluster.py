@@ -77,8 +77,14 @@ def pid_alive(pid: int) -> bool:
         return True
     try:  # a zombie of ours counts as dead
         done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
+        if done != 0:
+            return False
     except ChildProcessError:
+        pass
+    try:  # a zombie nobody reaped (a container's init may not) is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
         return True
 
 

@@ -204,6 +204,37 @@ def _cmd_contract_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_files(args: argparse.Namespace) -> int:
+    action = args.files_command
+    method, path = {
+        "ls": ("GET", "/files"), "gc": ("POST", "/files/gc"), "verify": ("POST", "/files/verify"),
+        "stat": ("GET", "/files/{cid}/stat"), "pin": ("PUT", "/files/{cid}/pin"),
+        "unpin": ("DELETE", "/files/{cid}/pin"),
+    }[action]
+    path = path.format(cid=getattr(args, "cid", ""))
+
+    async def go() -> Any:
+        async with NodeClient(args.node, timeout_s=3600) as c:
+            return await c.request(method, path)
+
+    out = asyncio.run(go())
+
+    def human(r: Any) -> str:
+        if action == "ls":
+            return table([(f["cid"], f["size"], "pinned" if f.get("pinned") else "") for f in r["files"]],
+                         ["cid", "bytes", ""]) if r["files"] else "no files"
+        return "\n".join(f"{k:<18} {v}" for k, v in r.items())
+
+    emit(out, args.json, human)
+    return 0 if out.get("ok", True) else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pienode.demo import run_demo
+
+    return run_demo(Path(args.dir) if args.dir else None, args.keep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pienode", description="PIE node: operate a hospital consortium's nodes.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -283,6 +314,26 @@ def build_parser() -> argparse.ArgumentParser:
     ccl.add_argument("--args", default=None, help="JSON object of keyword arguments")
     ccl.add_argument("--json", action="store_true")
     ccl.set_defaults(func=_cmd_contract_call)
+
+    fl = sub.add_parser("files", help="the node's file store: ls, stat, pin, unpin, gc, verify")
+    flsub = fl.add_subparsers(dest="files_command", required=True, metavar="ACTION")
+    for name, helptext, takes_cid in (
+        ("ls", "files held by the node", False), ("stat", "one file's size, blocks and pin", True),
+        ("pin", "keep a file even when no record points to it", True), ("unpin", "undo pin", True),
+        ("gc", "collect content no record references and nobody pins", False),
+        ("verify", "re-hash every stored block", False),
+    ):
+        fp = flsub.add_parser(name, help=helptext)
+        fp.add_argument("--node", required=True, help="node API URL (its own host: housekeeping is local)")
+        if takes_cid:
+            fp.add_argument("cid")
+        fp.add_argument("--json", action="store_true")
+        fp.set_defaults(func=_cmd_files)
+
+    dm = sub.add_parser("demo", help="a 4-hospital cluster and the whole EMR-sharing story, narrated")
+    dm.add_argument("--dir", default=None, help="where the cluster lives (default: a temporary directory)")
+    dm.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    dm.set_defaults(func=_cmd_demo)
 
     v = sub.add_parser("verify", help="offline integrity check of a node's ledger and file store")
     v.add_argument("--home", required=True)
