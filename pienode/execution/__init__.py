@@ -24,9 +24,10 @@ from pienode.execution.types import (
 from pienode.execution.validator import validate
 from pienode.execution.interpreter import run_call
 from pienode.execution.pool import ContractEngine
+from pienode.execution.genesis import genesis_contracts
 
 __all__ = [
     "DETERMINISTIC_ERRORS", "CallContext", "Caller", "CallResult", "ContractCode",
     "ContractRefused", "Limits", "MemoryState", "StateView", "namespace_prefix", "validate",
-    "run_call", "ContractEngine",
+    "run_call", "ContractEngine", "genesis_contracts",
 ]

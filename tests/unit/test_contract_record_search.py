@@ -86,3 +86,13 @@ def test_empty_intersection_and_no_condition(state: CountingState) -> None:
     assert v["results"] == [] and v["next"] is None
     r = run_call(CODE, "search", {}, CALL, state, read_only=True)
     assert r.error.startswith("ContractFailed: search needs at least one condition")
+
+
+def test_genesis_bundles_both_contracts() -> None:
+    from pienode.execution import genesis_contracts
+
+    codes = genesis_contracts()
+    assert set(codes) >= {"record_search", "rekey_request"}
+    assert codes["record_search"].entry_points == ("search",)
+    assert {"request", "grant", "deny", "emergency", "expire", "status", "pending",
+            "history"} <= set(codes["rekey_request"].entry_points)

@@ -129,3 +129,36 @@ async def test_async_calls_run_concurrently_on_the_pool() -> None:
         assert all(r.ok for r in results)
     finally:
         await eng.stop()
+
+
+def test_address_space_rlimit_is_a_local_fault() -> None:
+    # With an absurd step budget the memory rlimit is what stops the call: node-local.
+    eng = ContractEngine(workers=1, limits=Limits(memory_bytes=400 * 1024 * 1024))
+    eng.start_sync()
+    try:
+        code = validate("def f(ctx):\n    x = []\n    while True:\n"
+                        "        x.append('y' * 100000 + str(len(x)))\n", "demo")
+        r = eng.call_sync(code, "f", {}, CALL, _state(), read_only=True,
+                          limits=Limits(steps=10**13, max_len=10**9, wall_clock_s=30))
+        assert r.error.startswith("InternalError"), r.error
+        assert r.local_fault
+        ok = eng.call_sync(validate(SRC, "demo"), "bump", {}, CALL, _state(),
+                           read_only=False)
+        assert ok.ok
+    finally:
+        eng.stop_sync()
+
+
+def test_cpu_rlimit_kills_runaway_worker() -> None:
+    eng = ContractEngine(workers=1)
+    eng.start_sync()
+    try:
+        code = validate(SRC, "demo")
+        t0 = time.monotonic()
+        r = eng.call_sync(code, "spin", {}, CALL, _state(), read_only=True,
+                          limits=Limits(steps=10**13, cpu_s=1, wall_clock_s=30))
+        assert r.error.startswith("InternalError: WorkerCrashed"), r.error
+        assert time.monotonic() - t0 < 20
+        assert eng.call_sync(code, "bump", {}, CALL, _state(), read_only=False).ok
+    finally:
+        eng.stop_sync()
