@@ -12,6 +12,8 @@ non-None cursor: the client keeps paging.
 Answers carry summaries and record ids only: never the patient id, the cid or the capsule.
 """
 
+EXPORTS = ["search"]
+
 PAGE = 1000
 MAX_EXAMINED = 8000
 MAX_LIMIT = 100

@@ -20,6 +20,9 @@ State layout: req/<request_id>, pending/<patient_id>/<request_id>,
 byreq/<requester_id>/<request_id>, hist/<record_id>/<seq 10 digits>, histn/<record_id>.
 """
 
+EXPORTS = ["request", "pending", "grant", "deny", "emergency", "expire", "status",
+           "history", "requests_by"]
+
 LEVELS = {"low": 0, "moderate": 1, "private": 2}
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@+=-"
 PENDING_TTL_MS = 7 * 24 * 3600 * 1000

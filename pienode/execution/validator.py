@@ -4,8 +4,9 @@ Owns the grammar of the subset (which tokens, AST nodes, names and attributes a 
 use). Pure and deterministic: every node runs it on every deploy and must reach the same
 verdict. Must never execute, compile or import the source it checks.
 
-The subset in one breath: top-level ``def`` entry points (first parameter ``ctx``), helper
-functions and literal constants; statements if/for/while/assign/return/try-except (named
+The subset in one breath: top-level ``def`` entry points (first parameter ``ctx``; when the
+module defines ``EXPORTS = ["name", ...]`` only those), helper functions and literal
+constants; statements if/for/while/assign/return/try-except (named
 exceptions only, no finally); no imports, classes, decorators, generators, async, ``with``,
 ``global``/``nonlocal``, sets, floats, bytes, ``/``, attribute stores, or any name or
 attribute beginning with ``_``. Identifiers are ASCII (refused at tokenize time, before
@@ -325,9 +326,31 @@ def _check_top_level(tree: ast.Module) -> tuple[str, ...]:
             continue
         raise _refuse(stmt, "only function definitions and literal constants are allowed at "
                       "top level", "top-level")
+    exports = _exports(tree)
+    if exports is not None:
+        for name, line in exports:
+            if name not in entries:
+                raise _refuse(line, f"EXPORTS names '{name}', which is not a top-level "
+                              "'def name(ctx, ...)'", "exports")
+        entries = [e for e in entries if e in {n for n, _ in exports}]
     if not entries:
         raise _refuse(1, "no entry point (a top-level 'def name(ctx, ...)')", "no-entry-point")
     return tuple(entries)
+
+
+def _exports(tree: ast.Module) -> list[tuple[str, int]] | None:
+    """``EXPORTS = ["a", "b"]`` limits the entry points, so that helpers taking ``ctx``
+    cannot be called from outside."""
+    found = None
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "EXPORTS" for t in stmt.targets):
+            v = stmt.value
+            if not (isinstance(v, (ast.List, ast.Tuple)) and all(
+                    isinstance(e, ast.Constant) and isinstance(e.value, str) for e in v.elts)):
+                raise _refuse(stmt, "EXPORTS must be a list of function names", "exports")
+            found = [(e.value, stmt.lineno) for e in v.elts]
+    return found
 
 
 def parse_checked(source: str) -> tuple[ast.Module, tuple[str, ...]]:

@@ -113,3 +113,9 @@ def test_request_needs_transaction_and_known_record() -> None:
     assert r.error == "ContractFailed: no record nope"
     r = w.call(RES_MOD, "request", record_id="../x", purpose="research")
     assert r.error.startswith("ContractFailed: record_id")
+
+
+def test_helpers_are_not_callable_from_outside() -> None:
+    w = World()
+    r = w.call(RES_MOD, "audit", record_id="rec1", event="granted", request_id="x", why="forged")
+    assert r.error.startswith("NoSuchFunction")

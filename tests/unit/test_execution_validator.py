@@ -155,3 +155,11 @@ def f(ctx, a=1, *, b=None, **rest):
 '''
     code = validate(src, "c")
     assert code.entry_points == ("f",)
+
+
+def test_exports_limit_entry_points() -> None:
+    src = 'EXPORTS = ["f"]\ndef f(ctx):\n    return g(ctx)\ndef g(ctx):\n    return 1\n'
+    assert validate(src, "c").entry_points == ("f",)
+    err = refused('EXPORTS = ["h"]\n' + OK)
+    assert (err.rule, err.line) == ("exports", 1)
+    assert refused("EXPORTS = [f]\n" + OK).rule in ("exports", "top-level")
