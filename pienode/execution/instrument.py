@@ -76,8 +76,8 @@ def _is_int_class(n: ast.Name) -> ast.expr:
 def _small_int_guards(n: ast.expr) -> list[ast.expr] | None:
     """Tests that ``n`` is an int below _K, or None if ``n`` cannot be inlined."""
     if _is_small_int(n):
-        v = n.operand.value if isinstance(n, ast.UnaryOp) else n.value
-        return [] if abs(v) < _K else None
+        lit = n.operand if isinstance(n, ast.UnaryOp) else n
+        return [] if abs(getattr(lit, "value")) < _K else None
     if isinstance(n, ast.Name):
         return [_is_int_class(n), ast.Compare(left=_const(-_K), ops=[ast.Lt(), ast.Lt()],
                                               comparators=[_name(n), _const(_K)])]

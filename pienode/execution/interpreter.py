@@ -96,7 +96,7 @@ def _fault_text(exc: BaseException) -> str:
 
 
 def _frame_depth() -> int:
-    f = sys._getframe()
+    f: Any = sys._getframe()
     n = 0
     while f is not None:
         n += 1

@@ -349,7 +349,7 @@ def _exports(tree: ast.Module) -> list[tuple[str, int]] | None:
             if not (isinstance(v, (ast.List, ast.Tuple)) and all(
                     isinstance(e, ast.Constant) and isinstance(e.value, str) for e in v.elts)):
                 raise _refuse(stmt, "EXPORTS must be a list of function names", "exports")
-            found = [(e.value, stmt.lineno) for e in v.elts]
+            found = [(str(getattr(e, "value")), stmt.lineno) for e in v.elts]
     return found
 
 
