@@ -47,10 +47,10 @@ def export_value(rt: Runtime | None, value: Any, max_nodes: int = 2_000_000) -> 
             out = {}
             for k, v in x.items():
                 if type(k) is not str:
-                    raise BadStateAccess("dict keys leaving a contract must be str")
+                    raise BadStateAccess("dict keys crossing the contract boundary must be str")
                 out[k] = conv(v, depth + 1)
             return out
-        raise BadStateAccess(f"a {t.__name__} value cannot leave a contract")
+        raise BadStateAccess(f"a {t.__name__} value cannot cross the contract boundary")
 
     return conv(value, 0)
 

@@ -267,3 +267,8 @@ def f(ctx, n=500):
     dear = run(src)
     assert cheap.ok and dear.ok and dear.value == 500
     assert dear.steps > cheap.steps + 500 * (200000 // 32)
+
+
+def test_json_floats_in_arguments_are_refused_cleanly() -> None:
+    r = run("def f(ctx, x=None):\n    return x\n", x=1.5)
+    assert r.error == "BadArguments: a float value cannot cross the contract boundary"
