@@ -26,8 +26,11 @@ class ReplicaConfig:
     watermark_window: int = 128
     max_batch_bytes: int = 1_000_000
     max_batch_count: int = 2000
-    #: The primary cuts a non-empty batch at most this long after a request arrived.
+    #: The primary cuts a non-empty batch once no request arrived for this long (idle)...
     batch_timeout_ms: int = 5
+    #: ...or once its oldest request waited this long, so under steady load batches grow
+    #: (fewer signatures per request) while a lone request still waits only ~5 ms.
+    batch_max_wait_ms: int = 20
     #: Batches the primary keeps proposed but not yet delivered; while full, requests
     #: accumulate, so batches grow with load (self-clocking batching).
     max_inflight_batches: int = 8
@@ -56,7 +59,8 @@ class ReplicaConfig:
         if k < 1 or window < k or window % k:
             raise ConfigError("watermark_window must be a positive multiple of checkpoint_interval")
         for name in (
-            "max_batch_bytes", "max_batch_count", "batch_timeout_ms", "max_inflight_batches",
+            "max_batch_bytes", "max_batch_count", "batch_timeout_ms", "batch_max_wait_ms",
+            "max_inflight_batches",
             "view_change_timeout_ms", "request_timeout_ms", "status_interval_ms",
             "max_clock_skew_ms", "max_pending_requests", "max_request_bytes",
             "recent_request_ids", "fetch_retry_ms",

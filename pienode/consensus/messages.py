@@ -19,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pienode.encoding import pack, sha256, unpack
+import msgpack
+
+from pienode.encoding import sha256
 from pienode.errors import EncodingError
 
 PRE_PREPARE = 1
@@ -46,6 +48,36 @@ Signer = Callable[[bytes], bytes]
 
 class MessageError(EncodingError):
     """Bytes that are not a well-formed PBFT message (the sender's fault)."""
+
+
+MAX_FRAME = 64 * 1024 * 1024
+
+
+def pack(obj: Any) -> bytes:
+    """Canonical msgpack of a map-free value (what ``pienode.encoding.pack`` gives for it).
+
+    Messages hold only lists, ints, bools, str and bytes, so the generic canonicaliser's
+    walk (sorting maps, refusing floats) can be skipped on this hot path.
+    """
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes, max_bytes: int = MAX_FRAME) -> Any:
+    """Strict decode: one msgpack value whose re-encoding is exactly ``data``.
+
+    Raises:
+        MessageError: for malformed or non-canonical bytes.
+    """
+    if type(data) is not bytes or len(data) > max_bytes:
+        raise MessageError("expected bytes within the size limit")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        canonical = msgpack.packb(obj, use_bin_type=True) == data
+    except Exception:  # msgpack raises several unrelated types
+        raise MessageError("malformed msgpack") from None
+    if not canonical or isinstance(obj, dict):
+        raise MessageError("non-canonical encoding")
+    return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +115,7 @@ class Batch:
 
 
 def decode_batch(data: bytes) -> Batch:
-    try:
-        obj = unpack(data)
-    except EncodingError as exc:
-        raise MessageError(f"batch: {exc.message}") from None
+    obj = unpack(data)
     if not isinstance(obj, list) or len(obj) != 2:
         raise MessageError("batch: expected [timestamp, requests]")
     ts, reqs = obj
@@ -392,10 +421,7 @@ def _split_pair(obj: Any) -> tuple[bytes, bytes]:
 
 
 def _fields(body: bytes) -> list[Any]:
-    try:
-        fields = unpack(body)
-    except EncodingError as exc:
-        raise MessageError(f"body: {exc.message}") from None
+    fields = unpack(body)
     if type(fields) is not list or not fields or type(fields[0]) is not int:
         raise MessageError("body: expected [tag, ...]")
     return fields
@@ -498,16 +524,15 @@ _TAGS: dict[type, int] = {
 }
 
 
-def decode_message(data: bytes, *, max_bytes: int = 64 * 1024 * 1024) -> tuple[Message, bytes | None]:
+def decode_message(data: bytes, *, max_bytes: int = MAX_FRAME) -> tuple[Message, bytes | None]:
     """Decode top-level wire bytes into a message and the batch bytes it carries, if any.
 
     Raises:
         MessageError: for anything malformed (signatures are not checked here).
     """
-    try:
-        outer = unpack(data, max_bytes=max_bytes)
-    except EncodingError as exc:
-        raise MessageError(f"frame: {exc.message}") from None
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    outer = unpack(data, max_bytes)
     if type(outer) is not list or len(outer) not in (2, 3):
         raise MessageError("frame: expected [body, signature(, batch)]")
     body, sig = _split_pair(outer[:2])

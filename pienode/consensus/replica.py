@@ -83,6 +83,8 @@ class Replica:
         self._next_seq = 1
         self._last_ts = 0
         self._batch_due = False
+        self._queue_since_ms = 0
+        self._last_arrival_ms = 0
         self._timers: dict[TimerId, int] = {}
         self._view_started_ms = 0
         self._fetching: tuple[int, int] | None = None
@@ -148,8 +150,7 @@ class Replica:
         elif timer is TimerId.STATUS:
             self._status_tick()
         elif timer is TimerId.BATCH:
-            self._batch_due = True
-            self._maybe_cut()
+            self._batch_timer()
         elif timer is TimerId.REQUEST:
             self._request_timeout()
         elif timer is TimerId.VIEW_CHANGE:
@@ -294,7 +295,19 @@ class Replica:
         if self.active and TimerId.REQUEST not in self._timers:
             self._set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
         if self.is_primary:
+            self._last_arrival_ms = self._now
             self._maybe_cut()
+
+    def _batch_timer(self) -> None:
+        """Cut when the queue went idle or its oldest request waited the maximum."""
+        cfg = self.config
+        idle_at = self._last_arrival_ms + cfg.batch_timeout_ms
+        cap_at = self._queue_since_ms + cfg.batch_max_wait_ms
+        if self._now >= min(idle_at, cap_at) or not self.is_primary:
+            self._batch_due = True
+            self._maybe_cut()
+        else:
+            self._set_timer(TimerId.BATCH, min(idle_at, cap_at) - self._now)
 
     def _maybe_cut(self) -> None:
         """Cut batches while the pipeline and watermarks allow (§4.2, §4.3)."""
@@ -316,6 +329,7 @@ class Replica:
             self._batch_due = False
             self._cancel_timer(TimerId.BATCH)
         elif not self._batch_due and TimerId.BATCH not in self._timers:
+            self._queue_since_ms = self._now
             self._set_timer(TimerId.BATCH, cfg.batch_timeout_ms)
 
     def _propose(self, payloads: list[bytes]) -> None:

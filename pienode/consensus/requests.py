@@ -61,6 +61,7 @@ class RequestPool:
             rid = sha256(payload)
             pending.pop(rid, None)
             self.in_flight.discard(rid)
+            self.forwarded.discard(rid)
             if rid not in recent:
                 recent.add(rid)
                 order.append(rid)
