@@ -149,6 +149,7 @@ def make_builtins(rt: Runtime) -> dict[str, Any]:
 
     def b_isinstance(x: Any, types: Any) -> bool:
         ts = types if type(types) is list else [types]
+        rt.charge(len(ts))
         real = []
         for t in ts:
             r = _TYPES.get(t)
