@@ -89,6 +89,8 @@ class Replica:
         self._view_started_ms = 0
         self._fetching: tuple[int, int] | None = None
         self._peer_delivered: dict[str, int] = {}
+        #: peer -> (window start ms, messages served): caps what one peer can make us resend.
+        self._served: dict[str, tuple[int, int]] = {}
         self._delivered_at_tick = -1
         self._stalled = False
         self._started = False
@@ -545,10 +547,22 @@ class Replica:
         slot.fetch_asked_ms = self._now
         self._broadcast(make_batch_fetch(slot.seq, digest, self.node_id, self._sign))
 
+    def _allow(self, peer: str, count: int = 1) -> bool:
+        """Retransmission budget: RETRANSMIT_CAP messages per peer per status interval, so a
+        faulty peer cannot turn small requests into a flood of batches."""
+        start, used = self._served.get(peer, (self._now, 0))
+        if self._now - start >= self.config.status_interval_ms:
+            start, used = self._now, 0
+        if used + count > 2 * RETRANSMIT_CAP:
+            self.stats["retransmit_budget"] += 1
+            return False
+        self._served[peer] = (start, used + count)
+        return True
+
     def _on_batch_fetch(self, msg: BatchFetch) -> None:
         slot = self._slots.get(msg.seq)
         entry = slot.batches.get(msg.digest) if slot is not None else None
-        if entry is None or not self._check_sig(msg):
+        if entry is None or not self._check_sig(msg) or not self._allow(msg.replica):
             return
         reply = make_batch_reply(msg.seq, msg.digest, entry[1], self.node_id, self._sign)
         self._actions.append(Send(msg.replica, wire(reply)))
@@ -740,9 +754,9 @@ class Replica:
         stalled = prev is not None and prev == msg.last_delivered
         to = msg.replica
         behind_view = msg.view < self.view or (msg.view == self.view and not msg.active)
-        if self.active and behind_view and self._new_view is not None:
+        if self.active and behind_view and self._new_view is not None and self._allow(to):
             self._actions.append(Send(to, wire(self._new_view)))
-        if not stalled:
+        if not stalled or not self._allow(to, 0):
             return
         if msg.stable_seq < self.stable_checkpoint and self._stable_proof:
             proof = make_checkpoint_proof(self.stable_checkpoint, self._stable_digest,
@@ -757,6 +771,8 @@ class Replica:
                 entry = slot.batches.get(slot.certificate.digest)
                 if entry is None:
                     continue
+                if not self._allow(to):
+                    return
                 cert = slot.certificate
                 out = make_committed(seq, entry[1], certificate_fields(cert), cert, self.node_id,
                                      self._sign)
@@ -771,6 +787,8 @@ class Replica:
             slot = self._slots.get(seq)
             if slot is None:
                 continue
+            if not self._allow(to):
+                return
             pp = slot.pre_prepare
             if pp is not None and pp.view == self.view:
                 if pp.replica == self.node_id:
