@@ -54,7 +54,13 @@ class Replica:
     """One PBFT replica. See the module docstring and ``docs`` in the package README."""
 
     def __init__(self, config: ReplicaConfig, node_id: str, signer: Signer, verifier: Verifier,
-                 *, restored: RecoveredState | None = None) -> None:
+                 *, restored: RecoveredState | None = None, amnesic: bool = False) -> None:
+        """Args:
+            restored: durable state read back after a restart (``RecoveredState.from_items``).
+            amnesic: this node lost its consensus store (home wiped) after having run
+                before. It may have voted before the wipe, so it casts no vote in any view
+                up to the highest view f+1 peers report, and joins from the next view on.
+        """
         if node_id not in config.node_ids:
             raise ConsensusError("node_id is not a member", node_id=node_id)
         self.config = config
@@ -91,6 +97,9 @@ class Replica:
         self._peer_delivered: dict[str, int] = {}
         #: peer -> (window start ms, messages served): caps what one peer can make us resend.
         self._served: dict[str, tuple[int, int]] = {}
+        #: Votes are cast only in views above this; None = not known yet (amnesic start).
+        self._vote_floor: int | None = None if amnesic else -1
+        self._peer_views: dict[str, int] = {}
         self._delivered_at_tick = -1
         self._stalled = False
         self._started = False
@@ -237,6 +246,20 @@ class Replica:
         self.stats["bad_signature"] += 1
         return False
 
+    def _may_vote(self, view: int) -> bool:
+        return self._vote_floor is not None and view > self._vote_floor
+
+    def _learn_view(self, peer: str, view: int) -> None:
+        """Amnesic start: fix the vote floor once a quorum of peers told us their views."""
+        if self._vote_floor is not None:
+            return
+        self._peer_views[peer] = view
+        if len(self._peer_views) >= self.config.quorum - 1 and len(self._peer_views) >= 1:
+            views = sorted(self._peer_views.values(), reverse=True)
+            k = min(self.config.weak_quorum, len(views)) - 1
+            self._vote_floor = max(views[k], self.view)
+            self.stats["amnesic_floor_set"] += 1
+
     def _in_window(self, seq: int) -> bool:
         return self.stable_checkpoint < seq <= self.high_watermark
 
@@ -313,7 +336,7 @@ class Replica:
 
     def _maybe_cut(self) -> None:
         """Cut batches while the pipeline and watermarks allow (§4.2, §4.3)."""
-        if not self.is_primary:
+        if not self.is_primary or not self._may_vote(self.view):
             return
         cfg, pool = self.config, self._pool
         while pool.queue:
@@ -426,7 +449,7 @@ class Replica:
         slot.pre_prepare = pp
         self._writes.append((keys.seq_key(keys.PREFIX_PRE_PREPARE, pp.seq),
                              keys.pre_prepare_value(pp, batch_bytes)))
-        if pp.replica != self.node_id:
+        if pp.replica != self.node_id and self._may_vote(pp.view):
             prepare = make_prepare(pp.view, pp.seq, pp.digest, self.node_id, self._sign)
             slot.prepares[self.node_id] = prepare
             self._broadcast(prepare)
@@ -457,6 +480,8 @@ class Replica:
         """prepared(m, v, n, i): the pre-prepare plus quorum-1 matching PREPAREs (§4.2)."""
         pp = slot.pre_prepare
         if not self.active or pp is None or pp.view != self.view or slot.commit_sent_view == self.view:
+            return
+        if not self._may_vote(pp.view):
             return
         matching = [p for r, p in slot.prepares.items()
                     if p.view == pp.view and p.digest == pp.digest and r != pp.replica]
@@ -749,6 +774,7 @@ class Replica:
     def _on_status(self, msg: Status) -> None:
         if not self._check_sig(msg):
             return
+        self._learn_view(msg.replica, msg.view)
         prev = self._peer_delivered.get(msg.replica)
         self._peer_delivered[msg.replica] = msg.last_delivered
         stalled = prev is not None and prev == msg.last_delivered
@@ -804,6 +830,9 @@ class Replica:
     # ---- view change (§4.4) --------------------------------------------------------------
 
     def _start_view_change(self, new_view: int) -> None:
+        if self._vote_floor is None:
+            return  # amnesic and the floor is not known yet: no vote of any kind
+        new_view = max(new_view, self._vote_floor + 1)
         if new_view <= self.view:
             return
         self.view = new_view

@@ -249,15 +249,17 @@ class Sim:
             node.ledger.clear()
             node.states = [GENESIS]
         st = RecoveredState.from_items(sorted(node.kv.items()), len(node.ledger), node.states[-1])
-        node.replica = self._new_replica(node.id, st)
+        node.replica = self._new_replica(node.id, st, amnesic=wipe)
         self.process(node, node.replica.start(self.now))
         done = {p for b, _, _ in node.ledger for p in b.requests}
         for payload in node.received:
             if payload not in done and node.replica is not None:
                 self.process(node, node.replica.submit(payload, self.now))
 
-    def _new_replica(self, node_id: str, st: RecoveredState | None = None) -> Replica:
-        return Replica(self.config, node_id, self.signer(node_id), self.verifier, restored=st)
+    def _new_replica(self, node_id: str, st: RecoveredState | None = None,
+                     amnesic: bool = False) -> Replica:
+        return Replica(self.config, node_id, self.signer(node_id), self.verifier, restored=st,
+                       amnesic=amnesic)
 
     def fetch(self, node: Node, target: int, peers: tuple[str, ...]) -> None:
         """State transfer: copy certified blocks, verifying each; never trust one peer."""

@@ -329,3 +329,39 @@ def test_introspection_for_status() -> None:
     r = p.replicas["r1"]
     assert (r.view, r.primary, r.stable_checkpoint, r.low_watermark) == (0, "r0", 0, 0)
     assert r.pending_count == 1 and r.last_delivered_seq == 0
+
+
+def _votes(p: Pump, node: str) -> list[object]:
+    out = []
+    for a in p.actions[node]:
+        if isinstance(a, Broadcast):
+            msg, _ = m.decode_message(a.data)
+            if isinstance(msg, (m.Prepare, m.Commit, m.ViewChange)):
+                out.append(msg)
+    return out
+
+
+def test_wiped_node_abstains_in_views_it_may_have_voted_in_then_rejoins() -> None:
+    p = Pump(max_batch_count=1, request_timeout_ms=500, view_change_timeout_ms=500)
+    for k in range(3):
+        p.submit(b"tx-%d" % k)
+        p.advance(10)
+    # r3's home is wiped: store and ledger gone; it restarts amnesic.
+    p.kv["r3"].clear()
+    p.delivered["r3"], p.states["r3"] = [], GENESIS
+    p.timers = {k: v for k, v in p.timers.items() if k[0] != "r3"}
+    p.replicas["r3"] = Replica(p.config, "r3", signer("r3"), verifier, amnesic=True)
+    p.actions["r3"] = []
+    p.apply("r3", p.replicas["r3"].start(p.now))
+    p.advance(2000)
+    p.submit(b"tx-3")
+    p.advance(2000)
+    assert [d.seq for d in p.delivered["r3"]] == [1, 2, 3, 4]  # caught up without voting
+    assert p.replicas["r3"]._vote_floor == 0
+    assert not _votes(p, "r3")
+    p.down = {"r0"}  # the primary dies: view 1, where r3 votes again
+    p.submit(b"tx-4")
+    p.advance(10_000)
+    assert p.replicas["r3"].view >= 1 and p.replicas["r3"].active
+    assert [d.seq for d in p.delivered["r3"]][-1] == 5
+    assert all(v.view >= 1 for v in _votes(p, "r3")) and _votes(p, "r3")
