@@ -23,7 +23,8 @@ class ReplicaConfig:
     #: K: a checkpoint every K sequence numbers (§4.3).
     checkpoint_interval: int = 64
     #: L: sequence numbers accepted lie in (h, h + L], h = stable checkpoint (§4.3).
-    watermark_window: int = 128
+    #: 0 means 2K (room for the next checkpoint to stabilise while the pipeline runs).
+    watermark_window: int = 0
     max_batch_bytes: int = 1_000_000
     max_batch_count: int = 2000
     #: The primary cuts a non-empty batch once no request arrived for this long (idle)...
@@ -55,9 +56,13 @@ class ReplicaConfig:
             raise ConfigError("node_ids must be a non-empty tuple of non-empty str")
         if len(set(ids)) != len(ids):
             raise ConfigError("node_ids must be distinct")
-        k, window = self.checkpoint_interval, self.watermark_window
-        if k < 1 or window < k or window % k:
-            raise ConfigError("watermark_window must be a positive multiple of checkpoint_interval")
+        k = self.checkpoint_interval
+        if k < 1:
+            raise ConfigError("checkpoint_interval must be >= 1")
+        if self.watermark_window == 0:
+            object.__setattr__(self, "watermark_window", 2 * k)
+        if self.watermark_window < k:
+            raise ConfigError("watermark_window must be at least checkpoint_interval")
         for name in (
             "max_batch_bytes", "max_batch_count", "batch_timeout_ms", "batch_max_wait_ms",
             "max_inflight_batches",
