@@ -74,6 +74,8 @@ async def put_file(s: Session, path: Path, dek: bytes, label: str) -> dict[str, 
 
 async def upload(s: Session, patient_id: str, path: Path, data_type: str, summary: dict[str, Any],
                  level: str | None = None) -> dict[str, Any]:
+    if s.wallet.role != "physician":
+        raise Forbidden("records are uploaded by physicians (Algorithm 1); your wallet is a " + s.wallet.role)
     if data_type not in (s.genesis.data_type_levels if s.genesis else DEFAULT_DATA_TYPE_LEVELS):
         raise ValidationError(f"unknown data type {data_type!r}; one of "
                               + ", ".join(sorted(s.genesis.data_type_levels)))

@@ -165,6 +165,7 @@ def add_file_routes(
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
+        request["response_started"] = True  # an error past here must cut the connection
         await resp.prepare(request)
         if request.method == "HEAD":
             await resp.write_eof()
