@@ -156,8 +156,13 @@ class Replica:
 
     def on_timeout(self, timer: TimerId, now_ms: int) -> list[Action]:
         self._begin(now_ms)
-        if self._timers.pop(timer, None) is None:
+        deadline = self._timers.pop(timer, None)
+        if deadline is None:
             self.stats["stale_timer"] += 1
+        elif now_ms + 1 < deadline:
+            # A firing of an earlier arming that was already queued when we re-armed it.
+            self.stats["early_timer"] += 1
+            self._set_timer(timer, deadline - now_ms)
         elif timer is TimerId.STATUS:
             self._status_tick()
         elif timer is TimerId.BATCH:

@@ -365,3 +365,25 @@ def test_wiped_node_abstains_in_views_it_may_have_voted_in_then_rejoins() -> Non
     assert p.replicas["r3"].view >= 1 and p.replicas["r3"].active
     assert [d.seq for d in p.delivered["r3"]][-1] == 5
     assert all(v.view >= 1 for v in _votes(p, "r3")) and _votes(p, "r3")
+
+
+def test_a_queued_firing_of_a_rearmed_timer_is_not_taken_early() -> None:
+    p = Pump()
+    r = p.replicas["r1"]
+    deadline = r._timers[TimerId.STATUS]
+    out = r.on_timeout(TimerId.STATUS, deadline - 100)
+    assert out == [SetTimer(TimerId.STATUS, 100)] and r.stats["early_timer"] == 1
+    assert any(isinstance(a, Broadcast) for a in r.on_timeout(TimerId.STATUS, deadline))
+
+
+def test_memory_and_store_stay_bounded_over_a_long_run() -> None:
+    p = Pump(checkpoint_interval=2, watermark_window=4, max_batch_count=1, recent_request_ids=50)
+    for k in range(300):
+        p.submit(b"tx-%d" % k)
+        p.advance(6)
+    for i in p.ids:
+        r = p.replicas[i]
+        assert len(p.delivered[i]) == 300
+        assert len(r._slots) <= 4 and len(r._checkpoints) <= 2 and len(r._own_checkpoints) <= 2
+        assert len(r._pool._recent) <= 50 and not r._pool.pending
+        assert len(p.kv[i]) <= 3 * 4 + 6
