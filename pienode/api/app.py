@@ -58,6 +58,8 @@ LOOPBACK = ("127.", "::1", "::ffff:127.")
 
 
 def is_local(request: web.Request) -> bool:
+    if not request.app[NODE].cfg.api.trust_loopback:
+        return False
     peer = request.remote or ""
     return peer.startswith(LOOPBACK)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,8 +21,18 @@ from pienode.identity.genesis import ChainParams, ContractSource, Genesis, new_c
 from pienode.runtime.config import ApiConfig, NodeConfig, PeerConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO_ROOT / "genesis" / "template.json"
-CONTRACTS_DIR = REPO_ROOT / "contracts"
+
+
+def _shared(*parts: str) -> Path:
+    """A file of the checkout, or, once installed from a wheel, its copy in share/pienode."""
+    here = REPO_ROOT.joinpath(*parts)
+    if here.exists():
+        return here
+    return Path(sys.prefix, "share", "pienode", *parts)
+
+
+TEMPLATE = _shared("genesis", "template.json")
+CONTRACTS_DIR = _shared("contracts")
 
 
 @dataclass(frozen=True, slots=True)

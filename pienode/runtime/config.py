@@ -29,6 +29,10 @@ class ApiConfig:
     max_tx_body_bytes: int = 2 * 1024 * 1024
     #: Longest a POST /txs?wait=1 waits for the commit, in milliseconds.
     max_wait_ms: int = 30_000
+    #: Treat requests from loopback as the operator's (file transfers without a user
+    #: signature, file store housekeeping). Turn off when a reverse proxy on this host
+    #: forwards outside requests over loopback.
+    trust_loopback: bool = True
 
 
 @dataclass(frozen=True, slots=True)
