@@ -229,6 +229,16 @@ def _cmd_files(args: argparse.Namespace) -> int:
     return 0 if out.get("ok", True) else 1
 
 
+def _cmd_bench_paper(args: argparse.Namespace) -> int:
+    from pienode.bench.paper import PaperOptions, human, main_paper
+
+    opts = PaperOptions(max_bytes=args.max_bytes, runs=args.runs, large_runs=args.large_runs,
+                        rekey_runs=args.rekey_runs)
+    out = main_paper(Path(args.dir), opts)
+    emit(out, args.json, human)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pienode.demo import run_demo
 
@@ -296,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--ids-out", default=None, help="write the committed transaction ids to this file")
     bl.add_argument("--json", action="store_true")
     bl.set_defaults(func=_cmd_bench_load)
+    bp = bsub.add_parser("paper", help="the design paper's simulation: upload/download by size, re-key rounds")
+    bp.add_argument("--dir", required=True, help="the cluster's directory (cluster.json)")
+    bp.add_argument("--max-bytes", type=int, default=1_000_000_000, help="skip sizes above this (paper: up to 1 GB)")
+    bp.add_argument("--runs", type=int, default=5, help="runs per size up to 10 MB")
+    bp.add_argument("--large-runs", type=int, default=2, help="runs per size above 10 MB")
+    bp.add_argument("--rekey-runs", type=int, default=1000, help="re-key rounds (the paper ran 4,000)")
+    bp.add_argument("--json", action="store_true")
+    bp.set_defaults(func=_cmd_bench_paper)
 
     ct = sub.add_parser("contract", help="deploy (consortium-signed) or call contracts")
     ctsub = ct.add_subparsers(dest="contract_command", required=True, metavar="ACTION")
