@@ -238,7 +238,9 @@ class BlockExchange:
                                 size = node.filesize
                             nxt.extend(link.cid for link in node.links)
                         elif cid == root:
-                            size = len(blocks[cid])
+                            # A one-block file: its raw leaf is the whole file (leaves come
+                            # back from _ensure as placeholders, so ask the store its length).
+                            size = store.block_size(cid) or 0
                 level = nxt
             await asyncio.to_thread(store.add_root, root, size)
             return size

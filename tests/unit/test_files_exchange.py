@@ -170,3 +170,17 @@ async def test_fetch_dag_replaces_damaged_internal_node(net: FakeNet) -> None:
     assert await d.fetch_dag(root) == len(DATA)
     assert verify(d.store).ok
     assert d.store.stats().blocks == a.store.stats().blocks
+
+
+async def test_replicated_one_block_file_keeps_its_size(net: FakeNet) -> None:
+    """A file under one chunk is a single raw leaf (bafk...): replicas must record its real
+    size, or they serve it as an empty file (found by the 4-hospital demo)."""
+    small = random.Random(7).randbytes(CHUNK_SIZE // 3)
+    a = net.nodes["hospital-1"]
+    info = await ingest(a.store, _pieces(small), 1 << 30)
+    assert info.cid.startswith("bafk")
+    res = await a.replicate(info)
+    assert len(res.confirmed) == 3
+    for p in res.confirmed:
+        assert net.nodes[p].store.file_size(CID.parse(info.cid)) == len(small)
+        assert await _read_all(net.nodes[p], info.cid) == small
