@@ -64,6 +64,26 @@ def is_local(request: web.Request) -> bool:
     return peer.startswith(LOOPBACK)
 
 
+class Behind(PieError):
+    status = 503
+
+
+@web.middleware
+async def consistency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``X-Pie-Min-Height: N``: answer only once this node has committed height N (bounded
+    wait), so a client reading from one hospital sees what it committed through another."""
+    want = request.headers.get("X-Pie-Min-Height")
+    if want:
+        try:
+            height = int(want)
+        except ValueError:
+            raise ValidationError("X-Pie-Min-Height must be an integer") from None
+        node = request.app[NODE]
+        if height > node.ledger.height and not await node.wait_height(height, 10.0):
+            raise Behind(f"this node has not reached height {height} yet; try again", height=height)
+    return await handler(request)
+
+
 @web.middleware
 async def files_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """File transfers: open to the node's own host and to requests signed by registered users;
@@ -319,7 +339,7 @@ async def openapi(request: web.Request) -> web.Response:
 def make_app(node: Node) -> web.Application:
     from pienode.files.http import add_file_routes
 
-    app = web.Application(middlewares=[error_middleware, files_auth_middleware],
+    app = web.Application(middlewares=[error_middleware, consistency_middleware, files_auth_middleware],
                           client_max_size=node.cfg.api.max_tx_body_bytes)
     app[NODE] = node
     add_file_routes(

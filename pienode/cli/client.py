@@ -42,7 +42,10 @@ class NodeClient:
         return self._session
 
     async def request(self, method: str, path: str, **kw: Any) -> Any:
+        from pienode.client.session import MIN_HEIGHT_HEADER, _seen
+
         url = self.base + path
+        kw["headers"] = {MIN_HEIGHT_HEADER: str(_seen["height"]), **kw.get("headers", {})}
         try:
             async with self.session.request(method, url, **kw) as resp:
                 ctype = resp.headers.get("Content-Type", "")

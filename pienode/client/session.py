@@ -19,6 +19,17 @@ from pienode.identity.reqsig import sign_headers
 from pienode.ledger.tx import Transaction
 
 
+#: The highest committed height this process has seen; every request asks the node to have
+#: reached it first, so what one session committed is visible to the next session's reads
+#: on any hospital (read-your-writes across nodes).
+_seen = {"height": 0}
+MIN_HEIGHT_HEADER = "X-Pie-Min-Height"
+
+
+def saw_height(height: int) -> None:
+    _seen["height"] = max(_seen["height"], height)
+
+
 class Refused(PieError):
     """The chain refused what the user asked (a deterministic, recorded refusal)."""
 
@@ -64,7 +75,8 @@ class Session:
         return [PrePublicKey.from_bytes(n.enc_key) for n in self.genesis.nodes]
 
     def headers(self, method: str, path: str, body: bytes | None, audience: str | None = None) -> dict[str, str]:
-        return sign_headers(self.wallet.sign_key, self.user_id, method, path, audience or self.node_id, body)
+        return {**sign_headers(self.wallet.sign_key, self.user_id, method, path, audience or self.node_id, body),
+                MIN_HEIGHT_HEADER: str(_seen["height"])}
 
     # -- chain ---------------------------------------------------------------------------
 
@@ -102,6 +114,7 @@ class Session:
         if out.get("status") != "committed":
             raise PieError(f"transaction {out['tx_id']} is not committed yet; check it with GET /txs/{out['tx_id']}")
         receipt = out["receipt"]
+        saw_height(out["height"])
         if not receipt["ok"]:
             raise Refused(receipt["error"] or receipt["code"])
         return {"tx_id": out["tx_id"], "height": out["height"], "result": receipt["result"],

@@ -82,6 +82,7 @@ class Node:
 
         self.request_verifier = RequestVerifier(cfg.node_id)
         self.commit_lock = asyncio.Lock()
+        self._height_changed = asyncio.Condition()
         self.started_at = time.monotonic()
         self._fatal: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -238,7 +239,24 @@ class Node:
                 buf, self._gossip_buf, self._gossip_bytes = self._gossip_buf, [], 0
                 self.net.broadcast(CHANNEL_MEMPOOL, pack(buf))
 
+    async def wait_height(self, height: int, timeout_s: float) -> bool:
+        """True once the ledger reaches ``height`` (False after ``timeout_s``)."""
+        async with self._height_changed:
+            try:
+                await asyncio.wait_for(self._height_changed.wait_for(lambda: self.ledger.height >= height), timeout_s)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    def _notify_height(self) -> None:
+        async def notify() -> None:
+            async with self._height_changed:
+                self._height_changed.notify_all()
+
+        asyncio.get_running_loop().create_task(notify())
+
     def on_block_committed(self, block: Any, source: str) -> None:
+        self._notify_height()
         for r in block.receipts:
             age = self.mempool.committed(r.tx_id, block.height, r)
             if age is not None:
