@@ -188,6 +188,10 @@ def run_call(
                           f"allowed at line {line}", steps=rt.used())
     except MemoryError:
         return CallResult(False, error="InternalError: MemoryError in worker", steps=rt.used())
+    except (ImportError, OSError) as exc:
+        # A contract can neither import nor do I/O: this is our environment failing.
+        return CallResult(False, error=f"InternalError: {type(exc).__name__} in worker",
+                          steps=rt.used())
     except Exception as exc:  # a fault of the contract's own making
         sys.setrecursionlimit(old_limit)
         line = _contract_line(exc.__traceback__, filename)

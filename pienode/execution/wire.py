@@ -33,9 +33,12 @@ def encode(obj: Any) -> bytes:
 
 def write_frame(fd: int, obj: Any) -> None:
     data = memoryview(encode(obj))
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+    try:
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+    except (BrokenPipeError, ConnectionResetError):
+        raise WireClosed() from None
 
 
 def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:

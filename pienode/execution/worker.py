@@ -1,7 +1,10 @@
 """The worker process: runs contract calls for the engine, one at a time, under rlimits.
 
 Started by ``pool`` as ``python -m pienode.execution.worker`` with PYTHONHASHSEED=0 and its
-protocol on fds passed as argv. Owns the worker side of the protocol and the ``StateView``
+protocol on fds passed as argv. Before its first call it warms up (so nothing is imported
+later), applies rlimits (address space, file size 0, no core), drops root if it has it, and
+caps its file descriptors at those already open: even code that escaped the subset could
+not open a file or a socket. Owns the worker side of the protocol and the ``StateView``
 proxy that turns every ctx state read into one round trip to the parent. Must never touch
 disk, the network or the ledger: it has no handle to them, its file-size and file-count
 rlimits are zero/minimal, and everything it learns arrives over the pipe.
@@ -39,6 +42,66 @@ def _apply_rlimits(memory_bytes: int) -> None:
         lim(resource.RLIMIT_AS, memory_bytes)
     lim(resource.RLIMIT_FSIZE, 0)
     lim(resource.RLIMIT_CORE, 0)
+
+
+_WARM_UP = '''
+def f(ctx, n=3):
+    d = {"a": [1, "x", None, True]}
+    ctx.put("k", d)
+    s = f"{n}{d}" + str(ctx.get("k")) + "x" * 3 + repr([1]) + str(2 ** 70)
+    t = sorted([[2, "b"], [1, "a"]], key=lambda p: p[0])
+    u = "A b".lower().upper().split() + list(reversed("ab")) + [int("12"), divmod(7, 2)]
+    v = {str(k): v for k, v in enumerate(zip([1, 2], "ab"))}
+    ctx.emit("e", {"s": s[:5]})
+    try:
+        w = d["missing"]
+    except KeyError as e:
+        w = str(e)
+    return [s, t, u, v, w, ctx.scan(""), ctx.record("r"), ctx.index("type", "x"),
+            "abc".replace("b", "c").center(5).isdigit(), 7 // 2 % 3, -1 << 3]
+'''
+
+
+def _warm_up() -> None:
+    """Run one call in-process so every lazily imported module is loaded before lock-down."""
+    from pienode.execution.interpreter import run_call
+    from pienode.execution.types import (CallContext, Caller, MemoryState)
+    from pienode.execution.validator import validate
+
+    code = validate(_WARM_UP, "warmup")
+    st = MemoryState()
+    st.add_record({"record_id": "r", "patient_id": "p", "data_type": "x", "summary": {}})
+    call = CallContext(Caller("u", "r", "low"), 0, "t", 0, "warmup")
+    r = run_call(code, "f", {}, call, st, read_only=False)
+    if not r.ok:
+        raise SystemExit(f"worker warm-up failed: {r.error}")
+    run_call(code, "f", {}, call, st, read_only=True)
+
+
+def _lock_down() -> None:
+    """Defence in depth behind the subset: no new files or sockets, no privileges."""
+    os.chdir("/")
+    if os.geteuid() == 0:  # drop root: the node's keys stay unreadable to a worker
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+        except OSError:
+            pass
+    # Fill every gap below the highest open fd, then cap the fd count there: any open(),
+    # socket() or pipe() a contract could ever reach fails with EMFILE.
+    fds = sorted(int(x) for x in os.listdir("/proc/self/fd")) if os.path.isdir(
+        "/proc/self/fd") else [0, 1, 2]
+    top = max(fds)
+    for fd in range(top):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDONLY)  # takes the lowest free fd: this gap
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, top + 1))
+    except (ValueError, OSError):
+        pass
 
 
 def _set_cpu_budget(seconds: int) -> None:
@@ -91,7 +154,9 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)  # nothing a contract does can reach the parent's stdout
+    _warm_up()
     _apply_rlimits(memory)
+    _lock_down()
     state = IpcState(rfd, wfd)
     sources: dict[str, str] = {}
     while True:

@@ -162,3 +162,19 @@ def test_cpu_rlimit_kills_runaway_worker() -> None:
         assert eng.call_sync(code, "bump", {}, CALL, _state(), read_only=False).ok
     finally:
         eng.stop_sync()
+
+
+def test_worker_is_locked_down(engine: ContractEngine) -> None:
+    code = validate(SRC, "demo")
+    assert engine.call_sync(code, "bump", {}, CALL, _state(), read_only=False).ok
+    pid = next(iter(engine._all)).proc.pid
+    limits = open(f"/proc/{pid}/limits").read()
+    nofile = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    assert int(nofile.split()[3]) <= 16  # no room for a new file or socket
+    fsize = next(line for line in limits.splitlines() if line.startswith("Max file size"))
+    assert fsize.split()[3] == "0"
+    status = open(f"/proc/{pid}/status").read()
+    uid = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1]
+    assert os.geteuid() != 0 or uid == "65534"
+    env = open(f"/proc/{pid}/environ", "rb").read() if os.geteuid() == 0 else b""
+    assert os.geteuid() != 0 or b"PYTHONHASHSEED=0" in env
