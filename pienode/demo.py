@@ -208,6 +208,11 @@ async def story(directory: Path, nodes: list[dict[str, Any]]) -> None:
                 if any(p in data for p in probes):
                     raise DemoFailed(f"plaintext found in {path}")
     check(True, "no plaintext in any home (ledger, file store, logs)")
+    name = b"Alice Kim"
+    holders = [n["id"] for n in nodes if any(name in p.read_bytes() for p in Path(n["home"]).rglob("*")
+                                               if p.is_file() and p.stat().st_size < 512 * 1024 * 1024)]
+    check(set(holders) <= {nodes[0]["id"]}, f"Alice's name is held only by the hospital that registered her "
+                                            f"({', '.join(holders) or 'none in plain bytes'})")
 
 
 async def _run(directory: Path) -> list[dict[str, Any]]:
