@@ -50,6 +50,11 @@ class Scenario:
     crashes: int = 0
     byzantine: dict[str, str] = field(default_factory=dict)  # node -> behaviour
     liveness_budget_ms: int = 60_000
+    #: Execution lags delivery by up to this much (the runtime executes in another task).
+    exec_delay_ms: int = 0
+    #: Like the runtime's sync task: a node whose height is stuck copies certified blocks
+    #: from peers on its own, without a FetchState, and reports it.
+    autosync: bool = False
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -89,13 +94,27 @@ class Node:
         self.timer_gen: dict[TimerId, int] = {}
         self.received: list[bytes] = []
         self.doomed = False
+        self.exec_queue: list[Deliver] = []
+        self.exec_scheduled = False
+        self.expect = 1  # next seq the replica may deliver
+        self.synced_height = -1
 
 
 class Sim:
-    def __init__(self, seed: int, scenario: Scenario | None = None) -> None:
+    def __init__(self, seed: int, scenario: Scenario | None = None, *,
+                 late_faults: bool = True) -> None:
+        """``late_faults=False`` leaves out the faults added after the first regression
+        seeds were recorded (lagging execution, unsolicited sync), so those seeds replay
+        the exact scenario they failed in."""
         self.seed = seed
         self.rng = random.Random(seed)
         self.sc = scenario or Scenario.random(self.rng)
+        # Faults added later draw from their own stream, so the scenarios (and regression
+        # seeds) of the main stream stay what they were.
+        self.rng2 = random.Random(seed * 7919 + 1)
+        if scenario is None and late_faults:
+            self.sc.exec_delay_ms = self.rng2.choice([0, 0, 5, 40])
+            self.sc.autosync = self.rng2.random() < 0.3
         self.ids = tuple(f"r{i}" for i in range(self.sc.n))
         cfg = dict(checkpoint_interval=4, batch_timeout_ms=5, view_change_timeout_ms=400,
                    request_timeout_ms=400, status_interval_ms=150, fetch_retry_ms=1000)
@@ -213,15 +232,50 @@ class Sim:
             elif isinstance(a, CancelTimer):
                 node.timer_gen[a.timer] = node.timer_gen.get(a.timer, 0) + 1
             elif isinstance(a, Deliver):
-                self._execute(node, a.seq, a.batch, a.digest, a.certificate)
-                work[i:i] = node.replica.on_executed(a.seq, node.states[-1], self.now)
+                self._check_delivery(node, a)
+                if self.sc.exec_delay_ms == 0:
+                    self._execute(node, a.seq, a.batch, a.digest, a.certificate)
+                    work[i:i] = node.replica.on_executed(a.seq, node.states[-1], self.now)
+                else:
+                    node.exec_queue.append(a)
+                    if not node.exec_scheduled:
+                        node.exec_scheduled = True
+                        self.schedule(self.now + self.rng2.randint(0, self.sc.exec_delay_ms),
+                                      "exec", node.id)
             elif isinstance(a, FetchState):
                 self.schedule(self.now + self.rng.randint(1, 30), "fetch", node.id, a.target_seq,
                               a.peers)
 
+    def _check_delivery(self, node: Node, d: Deliver) -> None:
+        if d.seq != node.expect:
+            raise SimFailure(f"seed {self.seed}: {node.id} delivered seq {d.seq}, expected {node.expect}")
+        node.expect = d.seq + 1
+
+    def _run_executor(self, node: Node) -> None:
+        """The runtime's execute task: in order; skips what state transfer installed."""
+        node.exec_scheduled = False
+        queue, node.exec_queue = node.exec_queue, []
+        for d in queue:
+            if node.replica is None:
+                return
+            if d.seq <= len(node.ledger):
+                if node.ledger[d.seq - 1][1] != d.digest:
+                    raise SimFailure(f"seed {self.seed}: {node.id} delivered {d.seq} unlike its ledger")
+                continue
+            self._execute(node, d.seq, d.batch, d.digest, d.certificate)
+            self.process(node, node.replica.on_executed(d.seq, node.states[-1], self.now))
+
+    def _autosync(self, node: Node) -> None:
+        self.schedule(self.now + 1000, "autosync", node.id)
+        height = len(node.ledger)
+        stuck, node.synced_height = height == node.synced_height, height
+        best = max(len(self.nodes[p].ledger) for p in self.ids)
+        if node.replica is not None and stuck and best > height:
+            self.fetch(node, best, ())
+
     def _execute(self, node: Node, seq: int, batch: Batch, digest: bytes, cert: Any) -> None:
         if seq != len(node.ledger) + 1:
-            raise SimFailure(f"seed {self.seed}: {node.id} delivered seq {seq} at height {len(node.ledger)}")
+            raise SimFailure(f"seed {self.seed}: {node.id} executes seq {seq} at height {len(node.ledger)}")
         if not verify_certificate(cert, self.config, self.verifier, digest) or cert.seq != seq:
             raise SimFailure(f"seed {self.seed}: {node.id} delivered seq {seq} with a bad certificate")
         if sha256(batch.encode()) != digest:
@@ -238,6 +292,7 @@ class Sim:
     def crash(self, node: Node) -> None:
         node.replica = None
         node.doomed = False
+        node.exec_queue = []  # in memory only: delivered but not yet executed is lost
         node.timer_gen = {k: v + 1 for k, v in node.timer_gen.items()}
 
     def restart(self, node: Node, wipe: bool = False) -> None:
@@ -248,6 +303,7 @@ class Sim:
             node.kv.clear()
             node.ledger.clear()
             node.states = [GENESIS]
+        node.expect = len(node.ledger) + 1
         st = RecoveredState.from_items(sorted(node.kv.items()), len(node.ledger), node.states[-1])
         node.replica = self._new_replica(node.id, st, amnesic=wipe)
         self.process(node, node.replica.start(self.now))
@@ -286,6 +342,7 @@ class Sim:
                 break
             if not got:
                 break
+        node.expect = max(node.expect, len(node.ledger) + 1)
         self.process(node, node.replica.on_state_transferred(len(node.ledger), node.states[-1],
                                                              self.now, ids))
 
@@ -354,6 +411,9 @@ class Sim:
                 for _ in range(40):
                     self.schedule(rng.randint(0, sc.chaos_until_ms), "forge", node_id)
         self.schedule(sc.chaos_until_ms, "end_chaos")
+        if sc.autosync:
+            for i in self.honest:
+                self.schedule(self.rng2.randint(0, 1000), "autosync", i)
 
     def done(self) -> bool:
         if self.now < self.sc.chaos_until_ms:
@@ -420,8 +480,10 @@ class Sim:
             self.partition = None
         elif kind == "forge":
             self._forger(args[0])
-        elif kind == "replay":
-            pass
+        elif kind == "exec":
+            self._run_executor(self.nodes[args[0]])
+        elif kind == "autosync":
+            self._autosync(self.nodes[args[0]])
         elif kind == "end_chaos":
             self.partition = None
             for i in self.honest:

@@ -125,12 +125,12 @@ def test_f_plus_one_down_halts_safely_then_resumes() -> None:
 def test_regression_seed_481_stale_batches_do_not_hide_requests_from_new_primary() -> None:
     # A batch an equivocating primary proposed in an old view (never prepared) was counted
     # as "in flight" by the new primary, which then never proposed its requests: 77 views.
-    sim = Sim(481).run()
+    sim = Sim(481, late_faults=False).run()
     assert max(sim.nodes[i].replica.view for i in sim.honest) < 10
 
 
 def test_regression_seed_435_view_change_timer_counts_replicas_in_later_views() -> None:
     # Two replicas waited for NEW-VIEW(3) whose primary had moved on to view 4; they never
     # saw a quorum for view 3 and so never armed the timer that would take them to view 4.
-    sim = Sim(435).run()
+    sim = Sim(435, late_faults=False).run()
     assert sim.done()
