@@ -140,6 +140,18 @@ class ContractEngine:
         """The interpreter minor version every worker runs (pin it across a consortium)."""
         return "%d.%d" % sys.version_info[:2]
 
+    @staticmethod
+    def fingerprint() -> dict[str, object]:
+        """What must match on every node for contracts to answer alike: the interpreter's
+        minor version (its Unicode tables drive str case and class methods), the engine's
+        cost table version. Record it in genesis and refuse to start on a mismatch."""
+        import unicodedata
+
+        from pienode.execution.runtime_tables import ENGINE_VERSION
+
+        return {"python": "%d.%d" % sys.version_info[:2], "unicode": unicodedata.unidata_version,
+                "engine": ENGINE_VERSION}
+
     # ---- calls -------------------------------------------------------------------------
     async def call(self, code: ContractCode, fn: str, kwargs: dict[str, Any],
                    ctx: CallContext, state: StateView, *, read_only: bool,

@@ -178,3 +178,8 @@ def test_worker_is_locked_down(engine: ContractEngine) -> None:
     assert os.geteuid() != 0 or uid == "65534"
     env = open(f"/proc/{pid}/environ", "rb").read() if os.geteuid() == 0 else b""
     assert os.geteuid() != 0 or b"PYTHONHASHSEED=0" in env
+
+
+def test_fingerprint_names_what_must_match() -> None:
+    fp = ContractEngine.fingerprint()
+    assert fp["python"] == "3.11" and fp["engine"] >= 1 and fp["unicode"]
