@@ -59,7 +59,8 @@ def pack(obj: Any) -> bytes:
     Messages hold only lists, ints, bools, str and bytes, so the generic canonicaliser's
     walk (sorting maps, refusing floats) can be skipped on this hot path.
     """
-    return msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
 def unpack(data: bytes, max_bytes: int = MAX_FRAME) -> Any:
@@ -432,12 +433,13 @@ def _arity(fields: list[Any], n: int) -> None:
         raise MessageError(f"message tag {fields[0]}: expected {n} fields")
 
 
-def _vote(fields: list[Any], body: bytes, sig: bytes, tag: int, cls: Any) -> Any:
+def _vote(fields: list[Any], body: bytes, sig: bytes, tag: int, cls: Any) -> Message:
     if fields[0] != tag:
         raise MessageError(f"expected tag {tag}")
     _arity(fields, 5)
-    return cls(_uint(fields[1], "view"), _uint(fields[2], "seq"), _digest(fields[3]),
-               _id(fields[4]), body, sig)
+    msg: Message = cls(_uint(fields[1], "view"), _uint(fields[2], "seq"), _digest(fields[3]),
+                       _id(fields[4]), body, sig)
+    return msg
 
 
 def parse_nested(obj: Any, tag: int) -> Any:

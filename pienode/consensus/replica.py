@@ -31,6 +31,7 @@ from pienode.consensus.messages import (
     PreparedCert, Prepare, Status, ViewChange, decode_batch, decode_message, make_batch_fetch,
     make_batch_reply, make_checkpoint, make_checkpoint_proof, make_commit, make_committed,
     make_forward, make_new_view, make_pre_prepare, make_prepare, make_status, make_view_change,
+    pack,
     wire,
 )
 from pienode.consensus.recovery import RecoveredState
@@ -210,7 +211,7 @@ class Replica:
             self._started = True
             self._view_started_ms = now_ms
             self._set_timer(TimerId.STATUS, self.config.status_interval_ms)
-            self._writes.append((keys.KEY_LAYOUT, keys.pack(keys.LAYOUT_VERSION)))
+            self._writes.append((keys.KEY_LAYOUT, pack(keys.LAYOUT_VERSION)))
             if not self.active and self._own_view_change is not None:
                 self._actions.append(Broadcast(wire(self._own_view_change)))
                 self._check_view_change_quorum()
@@ -643,7 +644,7 @@ class Replica:
             return
         cp = make_checkpoint(seq, state_digest, self.node_id, self._sign)
         self._own_checkpoints[seq] = cp
-        self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, seq), keys.pack(
+        self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, seq), pack(
             [cp.body, cp.signature])))
         self._broadcast(cp)
         self._add_checkpoint(cp)
@@ -855,7 +856,7 @@ class Replica:
                               self._sign)
         self._own_view_change = vc
         self._writes.append((keys.KEY_VIEW, keys.view_value(new_view, False)))
-        self._writes.append((keys.KEY_VIEW_CHANGE, keys.pack([vc.body, vc.signature])))
+        self._writes.append((keys.KEY_VIEW_CHANGE, pack([vc.body, vc.signature])))
         self._writes.append((keys.KEY_NEW_VIEW, None))
         self._broadcast(vc)
         self._view_changes[self.node_id] = vc
@@ -942,7 +943,7 @@ class Replica:
         self._cancel_timer(TimerId.VIEW_CHANGE)
         self._writes.append((keys.KEY_VIEW, keys.view_value(nv.view, True)))
         self._writes.append((keys.KEY_VIEW_CHANGE, None))
-        self._writes.append((keys.KEY_NEW_VIEW, keys.pack([nv.body, nv.signature])))
+        self._writes.append((keys.KEY_NEW_VIEW, pack([nv.body, nv.signature])))
         self._view_changes = {r: vc for r, vc in self._view_changes.items() if vc.view > nv.view}
         self._verified_vcs.clear()
         self.stats["new_view"] += 1

@@ -119,7 +119,7 @@ class RequestPool:
 
     def overdue(self, older_than_ms: int, limit: int) -> list[bytes]:
         """Payloads that arrived at or before ``older_than_ms`` and were not forwarded yet."""
-        out = []
+        out: list[bytes] = []
         for rid, (payload, arrival) in self.pending.items():
             if arrival > older_than_ms or len(out) >= limit:
                 break
