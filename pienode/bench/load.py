@@ -188,11 +188,14 @@ class LoadRun:
             body = b'{"tx":"' + txs[0].b64.encode() + b'"}'
         else:
             body = b'{"txs":["' + b'","'.join(t.b64.encode() for t in txs) + b'"]}'
-        url, status, doc = await self._on_live_node(
-            hint, "POST", f"/txs?wait=1&timeout_ms={WAIT_MS}", data=body,
-            headers={"Content-Type": "application/json"})
         done: set[str] = set()
         todo: dict[str, str] = {}
+        try:
+            url, status, doc = await self._on_live_node(
+                hint, "POST", f"/txs?wait=1&timeout_ms={WAIT_MS}", data=body,
+                headers={"Content-Type": "application/json"})
+        except PieError:  # no node answered for a while: the caller keeps trying
+            return done, todo
         results = doc.get("results") if len(txs) > 1 else [doc] if status in (200, 202) else []
         for r in results or []:
             if r.get("status") == "committed":
