@@ -1,0 +1,96 @@
+"""Issue 8, "Multi-host tests": four hospitals as separately addressed hosts (one network
+namespace each, on a shared segment), driven only through their HTTP APIs.
+
+Checks that the nodes find each other at their genesis addresses and commit the same blocks;
+that when the primary's link is cut the other three change view and keep committing, while
+the cut-off node commits nothing on its own, and that after the link is restored it catches up
+to the same chain; and that every registration still commits over slow, lossy links.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.netns.conftest import NetnsCluster, wait_for
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
+
+
+def _timed(label: str, timings: dict[str, float], fn, *args):  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    out = fn(*args)
+    timings[label] = round(time.monotonic() - t0, 2)
+    return out
+
+
+def test_hosts_connect_and_commit_the_same_block(netns_cluster: NetnsCluster) -> None:
+    c = netns_cluster
+    c.wait_connected(30)
+    for i in range(4):
+        st = c.status(i)
+        assert st["node_id"] == c.ids[i]
+        assert sorted(st["peers"]) == sorted(x for x in c.ids if x != c.ids[i])
+
+    reg = c.register(1, "netns patient one")
+    height = reg["height"]
+    assert height >= 1
+    block = c.wait_same_block([0, 1, 2, 3], height, 30, "after one registration")
+    assert c.wait_converged([0, 1, 2, 3], 30, "after one registration") == (height, block)
+    for i in range(4):  # the certificate (not the name) is on every hospital's ledger
+        assert c.get(i, f"/users/{reg['user_id']}")["user_id"] == reg["user_id"]
+
+
+def test_partitioned_primary_is_replaced_and_catches_up(netns_cluster: NetnsCluster) -> None:
+    c = netns_cluster
+    timings: dict[str, float] = {}
+    c.wait_connected(30)
+    first = c.register(0, "before the partition")
+    height0, _ = c.wait_converged([0, 1, 2, 3], 30, "before the partition")
+    assert height0 >= first["height"]
+    before = c.status(0)
+    view0, primary0 = before["view"], before["primary"]
+    p = c.ids.index(primary0)
+    rest = [i for i in range(4) if i != p]
+
+    c.lab.cut(p)
+    # Through a backup: it forwards to the unreachable primary, times out, and the three
+    # change view; the registration then commits in the new view.
+    reg1 = _timed("register during partition (view change)", timings, c.register, rest[0], "during the partition 1")
+
+    def new_view() -> bool:
+        sts = [c.status(i) for i in rest]
+        return all(s["view"] > view0 for s in sts) and len({s["primary"] for s in sts}) == 1 \
+            and sts[0]["primary"] != primary0
+
+    wait_for(new_view, 30, "the three connected hosts to agree on a new view and primary", diagnose=c.tails)
+    reg2 = _timed("register during partition (new view)", timings, c.register, rest[1], "during the partition 2")
+    assert reg2["height"] > reg1["height"] > height0
+    tip = c.wait_same_block(rest, reg2["height"], 30, "majority during the partition")
+
+    alone = c.status_from_inside(p)  # the cut-off node can reach only itself
+    assert alone["height"] == height0, "a node cut off from the others committed on its own"
+    assert alone["peers_connected"] == 0
+
+    c.lab.heal(p)
+    _timed("catch-up after healing", timings, c.wait_same_block, [p], reg2["height"], 60, "partitioned node catching up")
+    assert c.block_hash(p, reg2["height"]) == tip
+    # Back in the consortium: a registration through it commits everywhere.
+    reg3 = _timed("register through the healed node", timings, c.register, p, "after healing")
+    c.wait_same_block([0, 1, 2, 3], reg3["height"], 30, "after healing")
+    print(f"\npartition: view {view0} -> {c.status(rest[0])['view']}, primary {primary0} -> "
+          f"{c.status(rest[0])['primary']}, timings {timings}")
+
+
+def test_commits_over_slow_lossy_links(impaired_cluster: NetnsCluster) -> None:
+    c = impaired_cluster
+    timings: dict[str, float] = {}
+    c.wait_connected(60)
+    regs = [_timed(f"register via {c.ids[i]}", timings, c.register, i, f"over lossy links {i}") for i in range(4)]
+    heights = [r["height"] for r in regs]
+    assert heights == sorted(heights) and len(set(heights)) == 4, heights
+    tip = _timed("converge", timings, c.wait_same_block, [0, 1, 2, 3], heights[-1], 60, "over lossy links")
+    height, head = c.wait_converged([0, 1, 2, 3], 60, "over lossy links")
+    assert height >= heights[-1] and (height > heights[-1] or head == tip)
+    print(f"\nimpaired ({c.impairment}): timings {timings}")
