@@ -20,9 +20,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from pienode.consensus.log import Slot
 from pienode.consensus.messages import (
     CHECKPOINT, NEW_VIEW, PRE_PREPARE, VIEW_CHANGE, Checkpoint, GENESIS_DIGEST, MessageError,
-    NewView, PrePrepare, PreparedCert, ViewChange, pair, parse_nested, prepared_fields,
+    NewView, PrePrepare, PreparedCert, Signer, ViewChange, decode_batch, make_commit,
+    make_prepare, pair, parse_nested, prepared_fields,
 )
 from pienode.consensus.messages import _parse_prepared  # shared strict parser
 from pienode.encoding import pack, unpack
@@ -120,3 +122,39 @@ class RecoveredState:
             self.own_checkpoints[cp.seq] = cp
         else:
             raise MessageError(f"unknown consensus key {key[:16]!r}")
+
+
+def rebuild_slots(st: RecoveredState, low: int, high: int, view: int, node_id: str,
+                  signer: Signer) -> tuple[dict[int, Slot], int]:
+    """The message log of the window (low, high] as our persisted votes left it.
+
+    Our own PREPARE/COMMIT for what we persisted in ``view`` are re-created (same content,
+    so never a conflicting vote) so that retransmission can resend them. Returns the slots
+    and the next sequence number we may pre-prepare if we are the primary.
+    """
+    slots: dict[int, Slot] = {}
+    next_seq = 1
+    for seq, (pp, batch_bytes) in st.pre_prepares.items():
+        if not low < seq <= high:
+            continue
+        slot = slots.setdefault(seq, Slot(seq))
+        slot.pre_prepare = pp
+        if batch_bytes is not None:
+            try:
+                slot.batches[pp.digest] = (decode_batch(batch_bytes), batch_bytes)
+            except MessageError:
+                pass  # the batch is fetched again from peers
+        if pp.view == view and pp.replica != node_id:
+            slot.prepares[node_id] = make_prepare(pp.view, seq, pp.digest, node_id, signer)
+        if pp.view == view and pp.replica == node_id:
+            next_seq = max(next_seq, seq + 1)
+    for seq, cert in st.prepared.items():
+        if not low < seq <= high:
+            continue
+        slot = slots.setdefault(seq, Slot(seq))
+        slot.prepared_cert = cert
+        pp = cert.pre_prepare
+        if pp.view == view:
+            slot.commit_sent_view = pp.view
+            slot.commits[node_id] = make_commit(pp.view, seq, pp.digest, node_id, signer)
+    return slots, next_seq

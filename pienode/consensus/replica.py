@@ -23,6 +23,7 @@ from pienode.consensus.actions import (
 from pienode.consensus.certificate import (
     CommitCertificate, certificate_fields, verify_certificate,
 )
+from pienode.consensus.checkpoints import CheckpointLog
 from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.log import Slot
 from pienode.consensus.messages import (
@@ -34,7 +35,7 @@ from pienode.consensus.messages import (
     pack,
     wire,
 )
-from pienode.consensus.recovery import RecoveredState
+from pienode.consensus.recovery import RecoveredState, rebuild_slots
 from pienode.consensus.requests import RequestPool
 from pienode.consensus.viewchange import (
     checkpoint_proof_ok, compute_reissue, new_view_ok, view_change_ok,
@@ -78,9 +79,7 @@ class Replica:
         self.last_executed_seq = 0
         self._last_delivered_ts = 0
         self._slots: dict[int, Slot] = {}
-        self._checkpoints: dict[int, dict[str, Checkpoint]] = {}
-        self._far_checkpoints: dict[str, Checkpoint] = {}
-        self._own_checkpoints: dict[int, Checkpoint] = {}
+        self._cps = CheckpointLog()
         self._view_changes: dict[str, ViewChange] = {}
         self._own_view_change: ViewChange | None = None
         self._new_view: NewView | None = None
@@ -640,10 +639,10 @@ class Replica:
     def _own_checkpoint(self, seq: int, state_digest: bytes) -> None:
         if seq % self.config.checkpoint_interval or seq <= self.stable_checkpoint:
             return
-        if seq in self._own_checkpoints:
+        if seq in self._cps.own:
             return
         cp = make_checkpoint(seq, state_digest, self.node_id, self._sign)
-        self._own_checkpoints[seq] = cp
+        self._cps.own[seq] = cp
         self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, seq), pack(
             [cp.body, cp.signature])))
         self._broadcast(cp)
@@ -653,50 +652,32 @@ class Replica:
         if cp.seq <= self.stable_checkpoint or cp.seq % self.config.checkpoint_interval:
             self.stats["old_checkpoint"] += 1
             return
-        if cp.seq > self.high_watermark:
-            old = self._far_checkpoints.get(cp.replica)
-            if old is None or old.seq < cp.seq:
-                self._far_checkpoints[cp.replica] = cp
-            self._check_far_checkpoints()
+        if self._cps.record(cp, self.high_watermark):
+            self._check_stable(cp.seq)
             return
-        self._checkpoints.setdefault(cp.seq, {})[cp.replica] = cp
-        self._check_stable(cp.seq)
+        # f+1 replicas checkpointed beyond our window: at least one correct replica is
+        # there, so we are behind and fetch state (§4.3, "state transfer").
+        far = self._cps.far_target(self.high_watermark, self.config.weak_quorum)
+        if far is not None:
+            self._request_fetch(*far)
 
     def _check_stable(self, seq: int) -> None:
-        votes = self._checkpoints.get(seq)
-        if not votes:
+        found = self._cps.quorum(seq, self.config.quorum)
+        if found is None:
             return
-        by_digest: dict[bytes, list[Checkpoint]] = {}
-        for cp in votes.values():
-            by_digest.setdefault(cp.state_digest, []).append(cp)
-        own = self._own_checkpoints.get(seq)
-        for digest, cps in by_digest.items():
-            if len(cps) < self.config.quorum:
-                continue
-            if own is not None and own.state_digest != digest:
-                # Our execution disagrees with a quorum: our state is wrong. Count it loudly;
-                # the certified chain (state transfer) is the way back.
-                self.stats["state_divergence"] += 1
-                return
-            if own is None and seq > self.last_executed_seq:
-                return  # wait until we executed it ourselves
-            cps.sort(key=lambda c: c.replica)
-            self._make_stable(seq, digest, tuple(cps))
+        digest, proof = found
+        own = self._cps.own.get(seq)
+        if own is not None and own.state_digest != digest:
+            # Our execution disagrees with a quorum: our state is wrong. Count it loudly;
+            # the certified chain (state transfer) is the way back.
+            self.stats["state_divergence"] += 1
             return
-
-    def _check_far_checkpoints(self) -> None:
-        """f+1 replicas checkpointed beyond our window: at least one correct replica is
-        there, so we are behind and fetch state (§4.3, "state transfer")."""
-        groups: dict[tuple[int, bytes], list[str]] = {}
-        for cp in self._far_checkpoints.values():
-            if cp.seq > self.high_watermark:
-                groups.setdefault((cp.seq, cp.state_digest), []).append(cp.replica)
-        best = [(k, v) for k, v in groups.items() if len(v) >= self.config.weak_quorum]
-        if best:
-            (seq, digest), peers = max(best)
-            self._request_fetch(seq, digest, tuple(peers))
+        if own is None and seq > self.last_executed_seq:
+            return  # wait until we executed it ourselves
+        self._make_stable(seq, digest, proof)
 
     def _make_stable(self, seq: int, digest: bytes, proof: tuple[Checkpoint, ...]) -> None:
+        """The checkpoint at ``seq`` is stable: truncate the log below it (§4.3)."""
         if seq <= self.stable_checkpoint:
             return
         self.stable_checkpoint = seq
@@ -707,16 +688,8 @@ class Replica:
             del self._slots[s]
             self._writes.append((keys.seq_key(keys.PREFIX_PRE_PREPARE, s), None))
             self._writes.append((keys.seq_key(keys.PREFIX_PREPARED, s), None))
-        for s in [s for s in self._checkpoints if s <= seq]:
-            del self._checkpoints[s]
-        for s in [s for s in self._own_checkpoints if s <= seq]:
-            del self._own_checkpoints[s]
+        for s in self._cps.truncate(seq, self.high_watermark):
             self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, s), None))
-        for r, cp in list(self._far_checkpoints.items()):
-            if cp.seq <= self.high_watermark:
-                del self._far_checkpoints[r]
-                if cp.seq > seq:
-                    self._checkpoints.setdefault(cp.seq, {})[r] = cp
         if self._next_seq <= seq:
             self._next_seq = seq + 1
         if self.last_delivered_seq < seq:
@@ -745,7 +718,7 @@ class Replica:
                                    self._sig_ok):
             self.stats["bad_checkpoint_proof"] += 1
             return
-        own = self._own_checkpoints.get(msg.seq)
+        own = self._cps.own.get(msg.seq)
         if own is not None and own.state_digest != msg.state_digest:
             self.stats["state_divergence"] += 1
             return
@@ -753,7 +726,7 @@ class Replica:
             self._make_stable(msg.seq, msg.state_digest, msg.checkpoints)
         else:
             for cp in msg.checkpoints:
-                self._checkpoints.setdefault(cp.seq, {})[cp.replica] = cp
+                self._cps.record(cp, self.high_watermark)
 
     # ---- retransmission ------------------------------------------------------------------
 
@@ -1000,31 +973,8 @@ class Replica:
             self._pending_vc = st.view
         for seq, cp in st.own_checkpoints.items():
             if seq > self.stable_checkpoint:
-                self._own_checkpoints[seq] = cp
-                self._checkpoints.setdefault(seq, {})[cp.replica] = cp
-        for seq, (pp, batch_bytes) in st.pre_prepares.items():
-            if not self._in_window(seq):
-                continue
-            slot = self._slot(seq)
-            slot.pre_prepare = pp
-            if batch_bytes is not None:
-                try:
-                    slot.batches[pp.digest] = (decode_batch(batch_bytes), batch_bytes)
-                except MessageError:
-                    pass
-            if pp.view == self.view and pp.replica != self.node_id:
-                slot.prepares[self.node_id] = make_prepare(pp.view, seq, pp.digest, self.node_id,
-                                                           self._sign)
-            if pp.view == self.view and pp.replica == self.node_id:
-                self._next_seq = max(self._next_seq, seq + 1)
-        for seq, cert in st.prepared.items():
-            if not self._in_window(seq):
-                continue
-            slot = self._slot(seq)
-            slot.prepared_cert = cert
-            pp = cert.pre_prepare
-            if pp.view == self.view:
-                slot.commit_sent_view = pp.view
-                slot.commits[self.node_id] = make_commit(pp.view, seq, pp.digest, self.node_id,
-                                                         self._sign)
+                self._cps.own[seq] = cp
+                self._cps.record(cp, self.high_watermark)
+        self._slots, self._next_seq = rebuild_slots(
+            st, self.stable_checkpoint, self.high_watermark, self.view, self.node_id, self._sign)
         self._next_seq = max(self._next_seq, self.last_delivered_seq + 1, self.stable_checkpoint + 1)

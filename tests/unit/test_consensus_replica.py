@@ -168,7 +168,7 @@ def test_checkpoints_truncate_memory_and_persisted_votes() -> None:
         assert len(p.delivered[i]) == 21
         assert r.stable_checkpoint == 20 and r.low_watermark == 20
         assert all(s > 20 for s in r._slots) and len(r._slots) <= 4
-        assert all(s > 20 for s in r._checkpoints)
+        assert all(s > 20 for s in r._cps.votes)
         seqs = [int.from_bytes(k[3:], "big") for k in p.kv[i] if k[:3] in (b"pp/", b"pc/", b"oc/")]
         assert seqs and all(s > 20 for s in seqs)
 
@@ -384,6 +384,6 @@ def test_memory_and_store_stay_bounded_over_a_long_run() -> None:
     for i in p.ids:
         r = p.replicas[i]
         assert len(p.delivered[i]) == 300
-        assert len(r._slots) <= 4 and len(r._checkpoints) <= 2 and len(r._own_checkpoints) <= 2
+        assert len(r._slots) <= 4 and len(r._cps.votes) <= 2 and len(r._cps.own) <= 2
         assert len(r._pool._recent) <= 50 and not r._pool.pending
         assert len(p.kv[i]) <= 3 * 4 + 6
