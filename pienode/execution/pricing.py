@@ -101,7 +101,7 @@ class Pricing:
             i = id(x)
             vals = x if type(x) is list else x.values()
             if done:
-                size = 1 + (len(x) if type(x) is list else 2 * len(x))
+                size = 1 + (2 * len(x) if type(x) is list else 3 * len(x))  # calibrated
                 if type(x) is dict:
                     size += self._keys_cost(x)
                 ts = set(map(type, vals))

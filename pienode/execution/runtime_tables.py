@@ -53,8 +53,8 @@ ALLOWED_ATTRS = (
 CHARS_PER_STEP = 32
 #: extra static steps for a method call and for each f-string field (their helpers do more
 #: interpreter work than one syntax node)
-METHOD_CALL = 4
-FSTRING_FIELD = 6
+METHOD_CALL = 6
+FSTRING_FIELD = 12
 #: bits of an integer operand per step unit of multiplication cost
 BITS_PER_STEP = 64
 #: base cost of every ctx call that crosses to the node (IPC round trip, store read)
