@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,8 @@ class NodeClient:
         self.base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
         self._session: aiohttp.ClientSession | None = None
+        #: Headers added to every request (a session's read-your-writes height).
+        self.extra_headers: Callable[[], dict[str, str]] | None = None
 
     async def __aenter__(self) -> "NodeClient":
         self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -42,10 +45,9 @@ class NodeClient:
         return self._session
 
     async def request(self, method: str, path: str, **kw: Any) -> Any:
-        from pienode.client.session import MIN_HEIGHT_HEADER, _seen
-
         url = self.base + path
-        kw["headers"] = {MIN_HEIGHT_HEADER: str(_seen["height"]), **kw.get("headers", {})}
+        if self.extra_headers is not None:
+            kw["headers"] = {**self.extra_headers(), **kw.get("headers", {})}
         try:
             async with self.session.request(method, url, **kw) as resp:
                 ctype = resp.headers.get("Content-Type", "")

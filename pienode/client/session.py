@@ -19,15 +19,15 @@ from pienode.identity.reqsig import sign_headers
 from pienode.ledger.tx import Transaction
 
 
-#: The highest committed height this process has seen; every request asks the node to have
-#: reached it first, so what one session committed is visible to the next session's reads
-#: on any hospital (read-your-writes across nodes).
-_seen = {"height": 0}
+#: The highest committed height this process has seen, per chain; every request asks the
+#: node to have reached it first, so what one session committed is visible to the next
+#: session's reads on any hospital (read-your-writes across nodes).
+_seen: dict[str, int] = {}
 MIN_HEIGHT_HEADER = "X-Pie-Min-Height"
 
 
-def saw_height(height: int) -> None:
-    _seen["height"] = max(_seen["height"], height)
+def saw_height(chain_id: str, height: int) -> None:
+    _seen[chain_id] = max(_seen.get(chain_id, 0), height)
 
 
 class Refused(PieError):
@@ -48,6 +48,8 @@ class Session:
         try:
             self.genesis = Genesis.from_json(json.dumps(await self.client.get("/genesis")))
             self.node_id = (await self.client.get("/status"))["node_id"]
+            chain = self.genesis.chain_id
+            self.client.extra_headers = lambda: {MIN_HEIGHT_HEADER: str(_seen.get(chain, 0))}
         except BaseException:
             await self.client.__aexit__(None, None, None)
             raise
@@ -75,8 +77,9 @@ class Session:
         return [PrePublicKey.from_bytes(n.enc_key) for n in self.genesis.nodes]
 
     def headers(self, method: str, path: str, body: bytes | None, audience: str | None = None) -> dict[str, str]:
+        assert self.genesis is not None
         return {**sign_headers(self.wallet.sign_key, self.user_id, method, path, audience or self.node_id, body),
-                MIN_HEIGHT_HEADER: str(_seen["height"])}
+                MIN_HEIGHT_HEADER: str(_seen.get(self.genesis.chain_id, 0))}
 
     # -- chain ---------------------------------------------------------------------------
 
@@ -114,7 +117,7 @@ class Session:
         if out.get("status") != "committed":
             raise PieError(f"transaction {out['tx_id']} is not committed yet; check it with GET /txs/{out['tx_id']}")
         receipt = out["receipt"]
-        saw_height(out["height"])
+        saw_height(self.genesis.chain_id, out["height"])
         if not receipt["ok"]:
             raise Refused(receipt["error"] or receipt["code"])
         return {"tx_id": out["tx_id"], "height": out["height"], "result": receipt["result"],
