@@ -133,9 +133,14 @@ NULL_DIGEST = sha256(NULL_BATCH_BYTES)
 
 # ---- field checks ---------------------------------------------------------------------
 
+#: Views, sequence numbers and timestamps stay far from the 64-bit limit of the encoding,
+#: so ``view + 1`` and friends can never become unencodable.
+MAX_UINT = 2**62
+
+
 def _uint(x: Any, what: str) -> int:
-    if type(x) is not int or x < 0:
-        raise MessageError(f"{what}: expected a non-negative int")
+    if type(x) is not int or not 0 <= x < MAX_UINT:
+        raise MessageError(f"{what}: expected a non-negative int below 2**62")
     return x
 
 
