@@ -145,6 +145,20 @@ class NetnsCluster:
         assert r.returncode == 0, f"status of {self.ids[i]} from inside its namespace: {r.stderr}"
         return json.loads(r.stdout)
 
+    def connect_ms(self, i: int, j: int, tries: int = 7) -> float:
+        """Median time host ``i`` takes to open a TCP connection to host ``j``'s API (one
+        round trip between the two hosts, as their links delay it)."""
+        code = ("import socket,statistics,sys,time\n"
+                "ts=[]\n"
+                f"for _ in range({tries}):\n"
+                "    t=time.monotonic()\n"
+                f"    socket.create_connection(({self.lab.addr(j)!r},{API_PORT}),timeout=10).close()\n"
+                "    ts.append((time.monotonic()-t)*1000)\n"
+                "sys.stdout.write(str(statistics.median(ts)))")
+        r = self.lab.in_ns(i, [sys.executable, "-c", code], timeout=120)
+        assert r.returncode == 0, f"connect {self.ids[i]} -> {self.ids[j]}: {r.stderr}"
+        return float(r.stdout)
+
     def register(self, i: int, name: str, timeout: float = 45) -> dict[str, Any]:
         """Register a patient through hospital ``i``; returns once the registration committed."""
         body = json.dumps({"role": "patient", "name": name,
