@@ -27,6 +27,7 @@ from pienode.consensus import (
 from pienode.consensus.messages import (
     PrePrepare, decode_message, make_commit, make_pre_prepare, make_prepare, wire, Batch,
 )
+from pienode.crypto.keys import PrivateKey
 from pienode.encoding import pack, sha256
 
 GENESIS = bytes(32)
@@ -102,7 +103,7 @@ class Node:
 
 class Sim:
     def __init__(self, seed: int, scenario: Scenario | None = None, *,
-                 late_faults: bool = True) -> None:
+                 late_faults: bool = True, real_keys: bool = False) -> None:
         """``late_faults=False`` leaves out the faults added after the first regression
         seeds were recorded (lagging execution, unsolicited sync), so those seeds replay
         the exact scenario they failed in."""
@@ -122,6 +123,7 @@ class Sim:
         cfg.setdefault("watermark_window", 2 * cfg["checkpoint_interval"])
         self.config = ReplicaConfig(node_ids=self.ids, **cfg)
         self.secrets = {i: sha256(f"{seed}/{i}".encode()) for i in self.ids}
+        self.keys = {i: PrivateKey(self.secrets[i]) for i in self.ids} if real_keys else None
         self.nodes = {i: Node(i) for i in self.ids}
         self.honest = [i for i in self.ids if i not in self.sc.byzantine]
         self.now = 0
@@ -137,10 +139,16 @@ class Sim:
     # ---- crypto (HMAC stands in for signatures: unforgeable without the secret) ----------
 
     def signer(self, node_id: str):
+        if self.keys is not None:
+            key = self.keys[node_id]
+            return lambda body: key.sign("pbft", body)
         secret = self.secrets[node_id]
         return lambda body: _mac(secret, body)
 
     def verifier(self, node_id: str, body: bytes, sig: bytes) -> bool:
+        if self.keys is not None:
+            key = self.keys.get(node_id)
+            return key is not None and key.public_key.verify("pbft", body, sig)
         secret = self.secrets.get(node_id)
         return secret is not None and hmac.compare_digest(_mac(secret, body), sig)
 
