@@ -6,7 +6,7 @@ Never: reads files, the environment or the clock (the node's config layer builds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pienode.errors import ConfigError
 
@@ -49,6 +49,11 @@ class ReplicaConfig:
     recent_request_ids: int = 200_000
     #: How long a FetchState may stay unanswered before the replica asks again.
     fetch_retry_ms: int = 5000
+    #: Derived in __post_init__ (hot paths read them per message).
+    n: int = field(init=False, repr=False, compare=False)
+    f: int = field(init=False, repr=False, compare=False)
+    quorum: int = field(init=False, repr=False, compare=False)
+    weak_quorum: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ids = self.node_ids
@@ -63,6 +68,16 @@ class ReplicaConfig:
             object.__setattr__(self, "watermark_window", 2 * k)
         if self.watermark_window < k:
             raise ConfigError("watermark_window must be at least checkpoint_interval")
+        n = len(ids)
+        f = (n - 1) // 3
+        object.__setattr__(self, "n", n)
+        object.__setattr__(self, "f", f)
+        # quorum: the smallest group any two of which share f+1 replicas: 2f+1 when
+        # n = 3f+1; for other n, 2f+1 would be too small (two quorums could share only
+        # faulty replicas), so it is ceil((n + f + 1) / 2).
+        object.__setattr__(self, "quorum", (n + f) // 2 + 1)
+        # weak quorum: f+1, so at least one correct replica is among them.
+        object.__setattr__(self, "weak_quorum", f + 1)
         for name in (
             "max_batch_bytes", "max_batch_count", "batch_timeout_ms", "batch_max_wait_ms",
             "max_inflight_batches",
@@ -72,28 +87,6 @@ class ReplicaConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
-
-    @property
-    def n(self) -> int:
-        return len(self.node_ids)
-
-    @property
-    def f(self) -> int:
-        return (self.n - 1) // 3
-
-    @property
-    def quorum(self) -> int:
-        """Smallest group any two of which share f+1 replicas: 2f+1 when n = 3f+1.
-
-        For n that is not 3f+1, 2f+1 would be too small (two quorums could share only
-        faulty replicas), so it is ceil((n + f + 1) / 2).
-        """
-        return (self.n + self.f) // 2 + 1
-
-    @property
-    def weak_quorum(self) -> int:
-        """f+1: at least one correct replica among them."""
-        return self.f + 1
 
     def primary_of(self, view: int) -> str:
         return self.node_ids[view % self.n]

@@ -130,7 +130,7 @@ class Replica:
 
     @property
     def is_primary(self) -> bool:
-        return self.active and self.primary == self.node_id
+        return self.active and self.config.node_ids[self.view % self.config.n] == self.node_id
 
     # ---- entry points --------------------------------------------------------------------
 
