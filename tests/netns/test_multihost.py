@@ -85,6 +85,52 @@ def test_partitioned_primary_is_replaced_and_catches_up(netns_cluster: NetnsClus
           f"{c.status(rest[0])['primary']}, timings {timings}")
 
 
+#: Net layer's idle timeout (pienode/net/config.py): a silent link is declared dead after it.
+IDLE_TIMEOUT_S = 30.0
+#: Blocks the majority commits while the primary is away in the long partition: more than
+#: the PBFT watermark window (2 x 64), so the returning node cannot be brought up to date by
+#: retransmitted protocol messages alone and needs state transfer.
+LONG_PARTITION_BLOCKS = 140
+
+
+def test_long_partition_needs_state_transfer(netns_cluster: NetnsCluster) -> None:
+    c = netns_cluster
+    timings: dict[str, float] = {}
+    c.wait_connected(30)
+    height0, _ = c.wait_converged([0, 1, 2, 3], 30, "before the partition")
+    primary0 = c.status(0)["primary"]
+    p = c.ids.index(primary0)
+    rest = [i for i in range(4) if i != p]
+
+    c.lab.cut(p)
+    t_cut = time.monotonic()
+    regs = [_timed("register during partition (view change)", timings, c.register, rest[0], "long partition 0")]
+    # The majority commits on, one registration per block, until it is far ahead...
+    k = 1
+    while regs[-1]["height"] < height0 + LONG_PARTITION_BLOCKS:
+        regs.append(c.register(rest[k % 3], f"long partition {k}"))
+        k += 1
+    # ...and the cut-off node gives up on its silent links (so healing means reconnecting).
+    wait_for(lambda: c.status_from_inside(p)["peers_connected"] == 0, IDLE_TIMEOUT_S + 20,
+             "the cut-off node to declare its silent links dead", interval=1.0, diagnose=c.tails)
+    timings["partition"] = round(time.monotonic() - t_cut, 1)
+    alone = c.status_from_inside(p)
+    assert alone["height"] == height0, "a node cut off from the others committed on its own"
+    top = regs[-1]["height"]
+    tip = c.wait_same_block(rest, top, 30, "majority during the partition")
+
+    c.lab.heal(p)
+    _timed("reconnect after healing", timings, c.wait_connected, 30)
+    _timed("catch-up after healing", timings, c.wait_same_block, [p], top, 60, "partitioned node catching up")
+    assert c.block_hash(p, top) == tip
+    assert c.block_hash(p, height0 + 1) == c.block_hash(rest[0], height0 + 1)
+    reg = _timed("register through the healed node", timings, c.register, p, "after the long partition")
+    c.wait_same_block([0, 1, 2, 3], reg["height"], 30, "after the long partition")
+    synced = c.log(p).read_text(errors="replace").count("catching up from")
+    print(f"\nlong partition: {len(regs)} registrations, heights {height0} -> {top}, "
+          f"state transfer rounds logged by the returning node: {synced}, timings {timings}")
+
+
 def test_commits_over_slow_lossy_links(impaired_cluster: NetnsCluster) -> None:
     c = impaired_cluster
     timings: dict[str, float] = {}
