@@ -65,6 +65,12 @@ def contract_sources(names: list[str], directory: Path = CONTRACTS_DIR) -> tuple
     return tuple(out)
 
 
+def engine_fingerprint() -> dict[str, str]:
+    from pienode.execution import ContractEngine
+
+    return {k: str(v) for k, v in ContractEngine.fingerprint().items()}
+
+
 def hospital_names(n: int, template: dict) -> list[tuple[str, str]]:
     given = [(h["id"], h["name"]) for h in template.get("hospitals", [])]
     return [given[i] if i < len(given) else (f"hospital-{i + 1}", f"Hospital {i + 1}") for i in range(n)]
@@ -106,6 +112,7 @@ def create_consortium(directory: Path, hosts: list[HostSpec], *, template: dict 
         data_type_levels=dict(template["data_type_levels"]),
         role_levels=dict(template["role_levels"]),
         contracts=contract_sources(list(template.get("contracts", []))),
+        engine=engine_fingerprint(),
     )
     genesis.check()
     text = genesis.to_json()

@@ -53,6 +53,9 @@ class Genesis:
     data_type_levels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DATA_TYPE_LEVELS))
     role_levels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLE_LEVELS))
     contracts: tuple[ContractSource, ...] = ()
+    #: What every node's contract engine must match (interpreter minor version, Unicode
+    #: tables, cost table), so contracts answer alike everywhere; empty: not pinned.
+    engine: dict[str, str] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class Genesis:
             "data_type_levels": dict(self.data_type_levels),
             "role_levels": dict(self.role_levels),
             "contracts": [asdict(c) for c in self.contracts],
+            "engine": dict(self.engine),
         }
 
     def to_json(self) -> str:
@@ -111,6 +115,7 @@ class Genesis:
                 data_type_levels=dict(d["data_type_levels"]),
                 role_levels=dict(d["role_levels"]),
                 contracts=tuple(ContractSource(**c) for c in d.get("contracts", [])),
+                engine={k: str(v) for k, v in d.get("engine", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed genesis: {exc}") from None

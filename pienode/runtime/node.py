@@ -60,6 +60,13 @@ class Node:
         self.genesis = Genesis.load(cfg.genesis_path)
         if not self.genesis.has_node(cfg.node_id):
             raise PieError(f"{cfg.node_id} is not a node of this consortium's genesis")
+        if self.genesis.engine:
+            from pienode.identity.consortium import engine_fingerprint
+
+            mine = engine_fingerprint()
+            if mine != self.genesis.engine:
+                raise PieError(f"this node's contract engine {mine} differs from the consortium's "
+                               f"{self.genesis.engine}: contracts would not answer alike; install the pinned Python")
         self.key = load_secret(cfg.keys_dir / "node.key")
         if self.key.public_key.data != self.genesis.node(cfg.node_id).sign_key:
             raise PieError("keys/node.key does not match this node's certificate in genesis")
