@@ -32,6 +32,11 @@ log = logging.getLogger("pienode.driver")
 PBFT_DOMAIN = "pbft"
 #: Most events handled before one persist-then-send round.
 DRAIN_LIMIT = 512
+#: Header fields that once held the commit certificate's view and its primary. Replicas may
+#: commit one batch in different views, so the header carries fixed values; the view lives
+#: in the block's certificate.
+BLOCK_PROPOSER = "pbft"
+BLOCK_VIEW = 0
 
 
 def replica_config(node: "Node") -> ReplicaConfig:
@@ -211,19 +216,25 @@ class ConsensusDriver:
                 if d.seq != ledger.height + 1:
                     node.die(f"delivery {d.seq} skips past height {ledger.height}")
                     return
-                block = await self.execute_and_commit(d.seq, d.view, d.batch, d.digest, encode_certificate(d.certificate))
+                block = await self.execute_and_commit(d.seq, d.batch, d.digest, encode_certificate(d.certificate))
             node.on_block_committed(block, "consensus")
             self.executed(d.seq, block.hash())
 
-    async def execute_and_commit(self, seq: int, view: int, batch: Any, digest: bytes, cert: bytes) -> Block:
-        """Execute a certified batch as block ``seq`` and commit it. Caller holds commit_lock."""
+    async def execute_and_commit(self, seq: int, batch: Any, digest: bytes, cert: bytes) -> Block:
+        """Execute a certified batch as block ``seq`` and commit it. Caller holds commit_lock.
+
+        The header must be a function of the batch alone: the same batch may commit in view v
+        on one replica and, re-proposed by a NEW-VIEW, in view v+1 on another (Castro-Liskov
+        §4.4), so the view of this replica's commit certificate (kept in ``cert``) must not
+        enter the block hash. Block hashes are also the checkpoint digests: a view-dependent
+        header splits the chain and stops checkpoints from ever becoming stable.
+        """
         node = self.node
-        proposer = self.config.node_ids[view % len(self.config.node_ids)]
 
         def run() -> Block:
             block, writes = node.executor.execute(
                 node.ledger.head, tuple(batch.requests), timestamp_ms=batch.timestamp_ms,
-                proposer=proposer, view=view, batch_digest=digest,
+                proposer=BLOCK_PROPOSER, view=BLOCK_VIEW, batch_digest=digest,
             )
             block = replace(block, certificate=cert)
             node.ledger.commit(block, writes)

@@ -152,7 +152,7 @@ class StateSync:
                 log.warning("block %d carries an invalid commit certificate", block.height)
                 return False
             start = time.monotonic()
-            mine = await self.driver.execute_and_commit(block.height, cert.view, batch, digest, block.certificate)
+            mine = await self.driver.execute_and_commit(block.height, batch, digest, block.certificate)
         if mine.hash() != block.hash():
             log.warning("block %d re-executed to a different hash than the peer's copy", block.height)
         node.metrics.state_transfers.inc()
