@@ -140,10 +140,11 @@ class Cluster:
     def signal(self, i: int, sig: int) -> None:
         os.kill(self.nodes[i]["pid"], sig)
 
-    def kill(self, i: int) -> None:
-        pid = self.nodes[i]["pid"]
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not pid_alive(pid), 10, f"{self.nodes[i]['id']} to die")
+    def kill(self, *idx: int) -> None:
+        pids = [self.nodes[i]["pid"] for i in idx]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not any(pid_alive(p) for p in pids), 10, f"nodes {idx} to die")
 
     def terminate(self, i: int) -> None:
         pid = self.nodes[i]["pid"]
@@ -213,7 +214,12 @@ class Cluster:
                 return None
             heads = {(s["height"], s["last_block_hash"]) for s in sts.values()}
             return heads.pop() if len(heads) == 1 else None
-        return wait_for(same, timeout, "every node to report the same height and hash", interval=0.2)
+        try:
+            return wait_for(same, timeout, "every node to report the same height and hash", interval=0.2)
+        except AssertionError as exc:
+            heads = {self.nodes[i]["id"]: (s["height"], s["last_block_hash"][:12], s["view"], s["mempool"])
+                     for i, s in self.statuses().items()}
+            raise AssertionError(f"{exc}: (height, hash, view, mempool) = {heads}") from None
 
     # -- load ---------------------------------------------------------------------------
 

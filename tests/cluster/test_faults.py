@@ -131,8 +131,7 @@ def test_kill_f_plus_one_halts_then_resumes(cluster: Cluster) -> None:
     b = backups(c)
     victims = b[-2:]
     others = [i for i in range(4) if i not in victims]
-    for v in victims:
-        c.kill(v)
+    c.kill(*victims)
     # Two of four left: no quorum. Once in-flight blocks settle, the height must not move.
     settled = wait_for(lambda: _stable_heights(c, others, 2.0), 30, "the survivors' height to settle")
     deadline = time.monotonic() + 3.0
