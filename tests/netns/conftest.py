@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,14 +184,14 @@ class NetnsCluster:
 
     def wait_same_block(self, idx: list[int], height: int, timeout: float, what: str) -> str:
         """Wait until every host in ``idx`` has block ``height``, and check it is the same block."""
-        def have() -> dict[int, str] | None:
+        def have() -> dict[int, str | None] | None:
             hashes = {i: self.block_hash(i, height) for i in idx}
             return hashes if all(hashes.values()) else None
 
         hashes = wait_for(have, timeout, f"{what}: block {height} on {[self.ids[i] for i in idx]}",
                           diagnose=self.tails)
         assert len(set(hashes.values())) == 1, f"{what}: hosts disagree on block {height}: {hashes}"
-        return next(iter(hashes.values()))
+        return str(next(iter(hashes.values())))
 
     def wait_converged(self, idx: list[int], timeout: float, what: str) -> tuple[int, str]:
         """Wait until the hosts in ``idx`` report the same head (height and last block hash)."""
@@ -207,7 +207,7 @@ class NetnsCluster:
                  timeout, f"every node connected to its {want} peers", diagnose=self.tails)
 
 
-def _running(lab: Lab, directory: Path) -> Iterator[NetnsCluster]:
+def _running(lab: Lab, directory: Path) -> Generator[NetnsCluster, None, None]:
     try:
         check_available()
     except LabUnavailable as exc:

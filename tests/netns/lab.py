@@ -92,7 +92,8 @@ def _remove_run(sfx: str, record: dict | None) -> None:
     """Remove everything of run ``sfx``: processes in its namespaces, namespaces, links."""
     _kill_recorded(record, "wire", WIRE.name)
     for ns in _namespaces():
-        if NS_RE.match(ns) and NS_RE.match(ns).group(1) == sfx:
+        m = NS_RE.match(ns)
+        if m and m.group(1) == sfx:
             pids = ip("netns", "pids", ns, check=False).stdout.split()
             for pid in pids:  # only the nodes this suite started in that namespace
                 try:

@@ -10,16 +10,20 @@ to the same chain; and that every registration still commits over slow, lossy li
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.netns.conftest import NetnsCluster, wait_for
 
+T = TypeVar("T")
+
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
 
-def _timed(label: str, timings: dict[str, float], fn, *args):  # type: ignore[no-untyped-def]
+def _timed(label: str, timings: dict[str, float], fn: Callable[..., T], *args: Any) -> T:
     t0 = time.monotonic()
     out = fn(*args)
     timings[label] = round(time.monotonic() - t0, 2)
@@ -76,7 +80,8 @@ def test_partitioned_primary_is_replaced_and_catches_up(netns_cluster: NetnsClus
     assert alone["height"] == height0, "a node cut off from the others committed on its own"
 
     c.lab.heal(p)
-    _timed("catch-up after healing", timings, c.wait_same_block, [p], reg2["height"], 60, "partitioned node catching up")
+    _timed("catch-up after healing", timings, c.wait_same_block, [p], reg2["height"], 60,
+           "partitioned node catching up")
     assert c.block_hash(p, reg2["height"]) == tip
     # Back in the consortium: a registration through it commits everywhere.
     reg3 = _timed("register through the healed node", timings, c.register, p, "after healing")
