@@ -145,6 +145,36 @@ class NetnsCluster:
         assert r.returncode == 0, f"status of {self.ids[i]} from inside its namespace: {r.stderr}"
         return json.loads(r.stdout)
 
+    def register_from_inside(self, i: int, name: str) -> subprocess.Popen[str]:
+        """Start registering a patient through host ``i`` from within its namespace (reachable
+        while the root namespace cannot reach it); ``finish_register`` collects the answer."""
+        body = json.dumps({"role": "patient", "name": name, "sign_key": PrivateKey.generate().public_key.hex(),
+                           "enc_key": PrivateKey.generate().public_key.hex()})
+        code = ("import sys,urllib.request as u,urllib.error as e\n"
+                "o=u.build_opener(u.ProxyHandler({}))\n"
+                f"r=u.Request({self.url(i, '/users/register')!r},data={body!r}.encode(),method='POST',"
+                "headers={'Content-Type':'application/json'})\n"
+                "try:\n    sys.stdout.write(o.open(r,timeout=60).read().decode())\n"
+                "except e.HTTPError as x:\n    sys.stdout.write(x.read().decode())\n")
+        return subprocess.Popen(["ip", "netns", "exec", self.lab.ns(i), sys.executable, "-c", code],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
+    @staticmethod
+    def finish_register(proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, Any]:
+        """The node's answer: the registration (committed), or its error with the ``tx_id``."""
+        out, err = proc.communicate(timeout=timeout)
+        assert out.strip(), f"in-namespace registration printed nothing: {err[-1000:]}"
+        return dict(json.loads(out))
+
+    def wait_tx_committed(self, i: int, tx_id: str, timeout: float) -> int:
+        """Poll host ``i`` until transaction ``tx_id`` is committed; returns its height."""
+        def committed() -> int | None:
+            doc = self.get(i, f"/txs/{tx_id}")
+            return int(doc["height"]) if doc["status"] == "committed" else None
+
+        return int(wait_for(committed, timeout, f"tx {tx_id[:12]} committed on {self.ids[i]}",
+                            diagnose=self.tails))
+
     def connect_ms(self, i: int, j: int, tries: int = 7) -> float:
         """Median time host ``i`` takes to open a TCP connection to host ``j``'s API (one
         round trip between the two hosts, as their links delay it)."""

@@ -268,6 +268,24 @@ class Lab:
         assert self.mode == "bridge"
         ip("link", "set", self.veth(i), "up")
 
+    def split(self, side: list[int]) -> None:
+        """Hosts ``side`` move to a second switch: two halves that cannot reach each other
+        (nor, for ``side``, the root namespace)."""
+        assert self.mode == "bridge"
+        other = f"{self.bridge}b"
+        if other not in _links():
+            ip("link", "add", other, "type", "bridge")
+            ip("link", "set", other, "up")
+        for i in side:
+            ip("link", "set", self.veth(i), "master", other)
+
+    def join(self) -> None:
+        """Undo ``split``: every host back on the one switch."""
+        assert self.mode == "bridge"
+        for i in range(self.n):
+            ip("link", "set", self.veth(i), "master", self.bridge)
+        ip("link", "del", f"{self.bridge}b", check=False)
+
     def netem(self, *spec: str) -> None:
         """``tc qdisc add dev <veth> root netem <spec>`` on every host's link (switch side)."""
         assert self.mode == "bridge"

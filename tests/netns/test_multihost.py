@@ -136,6 +136,43 @@ def test_long_partition_needs_state_transfer(netns_cluster: NetnsCluster) -> Non
           f"state transfer rounds logged by the returning node: {synced}, timings {timings}")
 
 
+def test_split_without_quorum_stalls_then_resumes(netns_cluster: NetnsCluster) -> None:
+    c = netns_cluster
+    timings: dict[str, float] = {}
+    c.wait_connected(30)
+    height0, _ = c.wait_converged([0, 1, 2, 3], 30, "before the split")
+    view0 = c.status(0)["view"]
+    side_a, side_b = [0, 1], [2, 3]
+
+    c.lab.split(side_b)
+    t_split = time.monotonic()
+    # A registration waits on each side; neither side has the 2f+1 = 3 replicas to commit it.
+    # The side without the primary times out and starts a view change it cannot complete
+    # (and, lacking 2f+1 VIEW-CHANGEs, does not start the next one: Castro-Liskov §4.5.2).
+    pending = [c.register_from_inside(side_a[0], "split side a"), c.register_from_inside(side_b[0], "split side b")]
+    try:
+        wait_for(lambda: all(c.status_from_inside(i)["view"] > view0 for i in side_b), 30,
+                 "the half without the primary to start a view change", interval=1.0, diagnose=c.tails)
+        for i in range(4):
+            assert c.status_from_inside(i)["height"] == height0, f"{c.ids[i]} committed without a quorum"
+        views = {c.ids[i]: c.status_from_inside(i)["view"] for i in range(4)}
+        timings["split"] = round(time.monotonic() - t_split, 1)
+    finally:
+        c.lab.join()
+    t_join = time.monotonic()
+    answers = [c.finish_register(p) for p in pending]
+    heights = []
+    for a, i in zip(answers, (side_a[0], side_b[0])):
+        heights.append(a["height"] if "height" in a else c.wait_tx_committed(i, a["tx_id"], 60))
+    timings["both pending registrations committed after joining"] = round(time.monotonic() - t_join, 1)
+    assert min(heights) > height0
+    after = _timed("register after joining", timings, c.register, side_b[1], "after the split")
+    tip = c.wait_same_block([0, 1, 2, 3], after["height"], 30, "after the split")
+    assert max(heights) < after["height"]
+    assert c.wait_converged([0, 1, 2, 3], 30, "after the split") == (after["height"], tip)
+    print(f"\nsplit: views during the split {views}, after {c.status(0)['view']}, timings {timings}")
+
+
 def test_commits_over_slow_lossy_links(impaired_cluster: NetnsCluster) -> None:
     c = impaired_cluster
     timings: dict[str, float] = {}
