@@ -89,6 +89,11 @@ class Replica:
         self._next_seq = 1
         self._last_ts = 0
         self._batch_due = False
+        #: Request timer bookkeeping: batches delivered, when, and the request watched.
+        self._delivered_batches = 0
+        self._last_delivery_ms = 0
+        self._watched: bytes | None = None
+        self._watched_mark = 0
         self._queue_since_ms = 0
         self._last_arrival_ms = 0
         self._timers: dict[TimerId, int] = {}
@@ -380,26 +385,43 @@ class Replica:
         self._check_prepared(slot)
 
     def _request_timeout(self) -> None:
-        """§4.4: a request waiting too long means the primary is faulty (or slow)."""
-        oldest = self._pool.oldest_arrival()
+        """§4.4: a request waiting too long means the primary is faulty, slow or censoring.
+
+        At T the overdue requests are forwarded to the primary (a request may have reached
+        only some nodes). From 2T on, a view change starts if nothing was delivered for T
+        (silent or slow primary), or if the primary went on delivering more batches than its
+        pipeline holds since the forward without including the oldest request (censoring;
+        its queue is FIFO). Plain overload, where batches keep flowing in order, is neither.
+        """
+        oldest = self._pool.oldest()
         if oldest is None or not self.active:
             return
+        rid, arrival = oldest
         t = self.config.request_timeout_ms
-        base = max(oldest, self._view_started_ms)
+        base = max(arrival, self._view_started_ms)
         age = self._now - base
-        if age >= 2 * t:
-            self.stats["request_timeout_view_change"] += 1
-            self._start_view_change(self.view + 1)
-            return
-        if age >= t:
-            if not self.is_primary:
-                overdue = self._pool.overdue(self._now - t, limit=1000)
-                if overdue:
-                    self._actions.append(
-                        Send(self.primary, wire(make_forward(tuple(overdue), self.node_id, self._sign))))
-            self._set_timer(TimerId.REQUEST, base + 2 * t - self._now)
-        else:
+        if age < t:
             self._set_timer(TimerId.REQUEST, base + t - self._now)
+            return
+        if self._watched != rid:
+            self._watched, self._watched_mark = rid, self._delivered_batches
+        if not self.is_primary:
+            overdue = self._pool.overdue(self._now - t, limit=1000)
+            if overdue:
+                self._actions.append(
+                    Send(self.primary, wire(make_forward(tuple(overdue), self.node_id, self._sign))))
+        if age >= 2 * t:
+            stalled = self._now - max(self._last_delivery_ms, self._view_started_ms) >= t
+            skipped = self._delivered_batches - self._watched_mark
+            censored = skipped > 2 * self.config.max_inflight_batches + 2
+            if stalled or censored:
+                self.stats["request_timeout_view_change"] += 1
+                self.stats["primary_stalled" if stalled else "primary_censoring"] += 1
+                self._start_view_change(self.view + 1)
+                return
+            self._set_timer(TimerId.REQUEST, max(1, t // 2))
+        else:
+            self._set_timer(TimerId.REQUEST, base + 2 * t - self._now)
 
     # ---- normal case (§4.2) --------------------------------------------------------------
 
@@ -559,6 +581,8 @@ class Replica:
             batch = entry[0]
             self._actions.append(Deliver(seq, cert.view, batch, cert.digest, cert))
             self.last_delivered_seq = seq
+            self._delivered_batches += 1
+            self._last_delivery_ms = self._now
             delivered = True
             if not batch.is_null:
                 self._last_delivered_ts = max(self._last_delivered_ts, batch.timestamp_ms)
@@ -763,6 +787,11 @@ class Replica:
             self._actions.append(Send(to, wire(self._new_view)))
         if not stalled or not self._allow(to, 0):
             return
+        # Our own CHECKPOINTs above the peer's stable one: if every replica lost some,
+        # nobody has a proof to send, and only these let a checkpoint become stable.
+        for seq in sorted(self._cps.own):
+            if seq > msg.stable_seq and self._allow(to):
+                self._actions.append(Send(to, wire(self._cps.own[seq])))
         if msg.stable_seq < self.stable_checkpoint and self._stable_proof:
             proof = make_checkpoint_proof(self.stable_checkpoint, self._stable_digest,
                                           self._stable_proof, self.node_id, self._sign)

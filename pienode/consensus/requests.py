@@ -49,10 +49,12 @@ class RequestPool:
             self.queue_bytes += len(payload)
         return None
 
-    def oldest_arrival(self) -> int | None:
+    def oldest(self) -> tuple[bytes, int] | None:
+        """(id, arrival ms) of the request pending longest."""
         if not self.pending:
             return None
-        return next(iter(self.pending.values()))[1]
+        rid, (_, arrival) = next(iter(self.pending.items()))
+        return rid, arrival
 
     def delivered(self, requests: tuple[bytes, ...]) -> None:
         """Forget the requests of a delivered batch and remember their ids."""

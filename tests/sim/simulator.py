@@ -25,7 +25,7 @@ from pienode.consensus import (
     Send, SetTimer, TimerId, verify_certificate,
 )
 from pienode.consensus.messages import (
-    PrePrepare, decode_message, make_commit, make_pre_prepare, make_prepare, wire, Batch,
+    Forward, PrePrepare, decode_message, make_commit, make_pre_prepare, make_prepare, wire, Batch,
 )
 from pienode.crypto.keys import PrivateKey
 from pienode.encoding import pack, sha256
@@ -116,6 +116,9 @@ class Sim:
         if scenario is None and late_faults:
             self.sc.exec_delay_ms = self.rng2.choice([0, 0, 5, 40])
             self.sc.autosync = self.rng2.random() < 0.3
+            for node_id in sorted(self.sc.byzantine):
+                if self.rng2.random() < 0.25:
+                    self.sc.byzantine[node_id] = "censor"
         self.ids = tuple(f"r{i}" for i in range(self.sc.n))
         cfg = dict(checkpoint_interval=4, batch_timeout_ms=5, view_change_timeout_ms=400,
                    request_timeout_ms=400, status_interval_ms=150, fetch_retry_ms=1000)
@@ -163,8 +166,14 @@ class Sim:
 
     # ---- network ---------------------------------------------------------------------------
 
+    def censored(self, node_id: str, payload: bytes) -> bool:
+        """A censoring replica never batches a quarter of the requests."""
+        return self.sc.byzantine.get(node_id) == "censor" and sha256(payload)[0] < 64
+
     def send(self, src: str, dst: str, data: bytes) -> None:
         if src in self.sc.byzantine and self.sc.byzantine[src] == "silent":
+            return
+        if self.sc.byzantine.get(dst) == "censor" and isinstance(decode_message(data)[0], Forward):
             return
         self.messages += 1
         if self.chaos():
@@ -460,7 +469,7 @@ class Sim:
         elif kind == "gossip":
             node_id, payload = args
             node = self.nodes[node_id]
-            if node.replica is not None:
+            if node.replica is not None and not self.censored(node_id, payload):
                 node.received.append(payload)
                 self.process(node, node.replica.submit(payload, self.now))
             elif node_id in self.honest:

@@ -61,6 +61,15 @@ def test_equivocating_primary_cannot_split_honest_replicas() -> None:
     assert len(states) == 1
 
 
+def test_censoring_primary_is_replaced_while_it_keeps_committing_others() -> None:
+    sim = Sim(19, Scenario(n=4, requests=40, submit_until_ms=3500, byzantine={"r0": "censor"}))
+    sim.run()
+    censored = [p for p in sim.submitted if sim.censored("r0", p)]
+    assert censored  # some requests were censored, and still every honest node has them all
+    assert all(sim.nodes[i].replica.view >= 1 for i in sim.honest)
+    assert sum(sim.nodes[i].replica.stats["primary_censoring"] for i in sim.honest) >= 1
+
+
 def test_forger_garbage_and_replays_are_discarded_and_counted() -> None:
     sc = Scenario(n=4, requests=20, byzantine={"r3": "forger"}, replay=0.1, duplicate=0.1)
     sim = Sim(13, sc).run()

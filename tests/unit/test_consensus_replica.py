@@ -48,6 +48,7 @@ class Pump:
         self.actions: dict[str, list[object]] = {i: [] for i in self.ids}
         self.drop: Callable[[str, str, bytes], bool] = lambda s, d, b: False
         self.down: set[str] = set()
+        self.fetches: list[str] = []
         for i in self.ids:
             self.apply(i, self.replicas[i].start(self.now))
 
@@ -68,12 +69,29 @@ class Pump:
                 self.timers[(node, a.timer)] = self.now + a.delay_ms
             elif isinstance(a, CancelTimer):
                 self.timers.pop((node, a.timer), None)
+            elif isinstance(a, FetchState):
+                self.fetches.append(node)
             elif isinstance(a, Deliver):
                 self.delivered[node].append(a)
                 self.states[node] = sha256(self.states[node] + a.digest)
                 self.apply(node, self.replicas[node].on_executed(a.seq, self.states[node], self.now))
 
+    def transfer(self, node: str) -> None:
+        """State transfer: copy the longest peer's certified blocks (verified by the sim)."""
+        best = max(self.ids, key=lambda i: len(self.delivered[i]))
+        ids = []
+        for d in self.delivered[best][len(self.delivered[node]):]:
+            self.delivered[node].append(d)
+            self.states[node] = sha256(self.states[node] + d.digest)
+            ids += [sha256(r) for r in d.batch.requests]
+        self.apply(node, self.replicas[node].on_state_transferred(
+            len(self.delivered[node]), self.states[node], self.now, ids))
+
     def flush(self) -> None:
+        while self.fetches:
+            node = self.fetches.pop(0)
+            if node not in self.down:
+                self.transfer(node)
         while self.queue:
             src, dst, data = self.queue.popleft()
             if dst in self.down or src in self.down or self.drop(src, dst, data):
@@ -387,3 +405,19 @@ def test_memory_and_store_stay_bounded_over_a_long_run() -> None:
         assert len(r._slots) <= 4 and len(r._cps.votes) <= 2 and len(r._cps.own) <= 2
         assert len(r._pool._recent) <= 50 and not r._pool.pending
         assert len(p.kv[i]) <= 3 * 4 + 6
+
+
+def test_regression_seed_4224_lost_checkpoints_are_retransmitted() -> None:
+    # Every CHECKPOINT was lost once: no replica had a stable checkpoint, so none had a
+    # proof to retransmit, and everyone stopped at the high watermark for good.
+    p = Pump(checkpoint_interval=2, watermark_window=4, max_batch_count=1)
+    p.drop = lambda s, d, b: isinstance(m.decode_message(b)[0], m.Checkpoint)
+    for k in range(4):
+        p.submit(b"tx-%d" % k)
+        p.advance(10)
+    assert all(p.replicas[i].stable_checkpoint == 0 for i in p.ids)
+    p.drop = lambda s, d, b: False
+    for k in range(4, 8):
+        p.submit(b"tx-%d" % k)
+    p.advance(3000)
+    assert all(len(p.delivered[i]) == 8 and p.replicas[i].stable_checkpoint >= 4 for i in p.ids)
