@@ -111,6 +111,7 @@ class Node:
         from pienode.runtime.files import FileService
 
         self.files = FileService(self)
+        await self.contracts.engine.start()  # warm workers before the first call, not during it
         self.net = await start_network(self)
         self.driver = ConsensusDriver(self)
         await self.driver.start()
