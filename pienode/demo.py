@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -102,8 +103,9 @@ async def story(directory: Path, nodes: list[dict[str, Any]]) -> None:
     ct = ct_image()
     omics = directory / "omics.bin"
     with open(omics, "wb") as f:
-        f.write(os.urandom(16 * 1024 * 1024))
-    step(2, f"Dr. Bob images Alice: he encrypts a real CT ({ct.stat().st_size} bytes, DICOM) and a 16 MiB omics file "
+        for _ in range(8):
+            f.write(os.urandom(8 * 1024 * 1024))
+    step(2, f"Dr. Bob images Alice: he encrypts a real CT ({ct.stat().st_size} bytes, DICOM) and a 64 MiB omics file "
             "on his machine, stores the ciphertext at his hospital and commits the records")
     async with session("bob") as s:
         t = time.perf_counter()
@@ -162,15 +164,33 @@ async def story(directory: Path, nodes: list[dict[str, Any]]) -> None:
                 say(f"     {who}: {exc.message}")
             check(not target.exists(), f"no file left for {who}")
 
-    step(9, "Emergency: Dr. Erin in the ER needs the CT while Alice is unconscious; Dr. Bob, who created it, "
-            "breaks the glass on her behalf")
+    down = nodes[2]
+    step(9, f"{down['id']} crashes (kill -9): with f = 1 hospital down, sharing goes on. Emergency: Dr. Erin "
+            "in the ER needs the CT while Alice is unconscious; Dr. Bob, who created it, breaks the glass")
+    os.kill(down["pid"], signal.SIGKILL)
     async with session("bob") as s:
         await emr.emergency(s, ct_rec["record_id"], people["erin"].user_id, "patient unconscious in the ER")
     async with session("erin") as s:
         got = await emr.fetch(s, ct_rec["record_id"], out_dir / "erin-ct.dcm")
     check((out_dir / "erin-ct.dcm").read_bytes() == ct.read_bytes(), "Erin's copy is byte-identical")
 
-    step(10, "Alice re-keys the CT (new key, new ciphertext, new CID): Dan's earlier grant no longer opens it")
+    step(10, f"{down['id']} restarts and catches up; Alice re-keys the CT (new key, new ciphertext, new CID): Dan's earlier grant no longer opens it")
+    down["pid"] = cluster.start_process(Path(down["home"]))
+    cluster.write_cluster(directory, nodes)
+    async with NodeClient(down["api"]) as c:
+        async with NodeClient(nodes[0]["api"]) as c0:
+            target = (await c0.get("/status"))["height"]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if (await c.get("/status"))["height"] >= target:
+                    break
+            except PieError:
+                pass
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"{down['id']} did not catch up within 60 s")
+            await asyncio.sleep(0.1)
+    say(f"     {down['id']} is back at height >= {target}")
     async with session("alice") as s:
         rot = await emr.rotate(s, ct_rec["record_id"], directory)
         say(f"     version {rot['version']}, cid {rot['cid']}")
