@@ -349,6 +349,9 @@ class Replica:
         if not self.is_primary or not self._may_vote(self.view):
             return
         cfg, pool = self.config, self._pool
+        # Never propose at or below what is already committed (we may have caught up by
+        # state transfer past our own proposals).
+        self._next_seq = max(self._next_seq, self.last_delivered_seq + 1)
         while pool.queue:
             if self._next_seq - 1 - self.last_delivered_seq >= cfg.max_inflight_batches:
                 break
@@ -448,6 +451,9 @@ class Replica:
             return
         if batch_bytes is None:
             self.stats["missing_batch"] += 1
+            return
+        if slot is not None and slot.certificate is not None and slot.certificate.digest != msg.digest:
+            self.stats["conflicts_committed"] += 1  # only a faulty primary does this
             return
         if not self._check_sig(msg):
             return
