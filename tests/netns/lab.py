@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +69,8 @@ def check_available() -> None:
     """Raise LabUnavailable if this machine cannot host the lab."""
     if os.geteuid() != 0:
         raise LabUnavailable("needs root for ip netns / veth / bridge")
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        raise LabUnavailable("needs iproute2 (ip, tc)")
     probe = f"pie-{secrets.token_hex(3)}-h0"
     r = ip("netns", "add", probe, check=False)
     if r.returncode != 0:
@@ -228,7 +231,7 @@ class Lab:
         names = [self.tap(i) for i in range(self.n)]
         self.wire = subprocess.Popen(
             [sys.executable, str(WIRE), *self.wire_args, "--plain", self.tap(None), *names, self.tap(None)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
         self._save()
         line = self.wire.stdout.readline() if self.wire.stdout else ""
@@ -261,12 +264,23 @@ class Lab:
 
     def cut(self, i: int) -> None:
         """Host ``i`` loses its link (as if its cable were pulled at the switch)."""
-        assert self.mode == "bridge"
-        ip("link", "set", self.veth(i), "down")
+        if self.mode == "wire":
+            self._tell_wire(f"cut {i}")
+        else:
+            ip("link", "set", self.veth(i), "down")
 
     def heal(self, i: int) -> None:
-        assert self.mode == "bridge"
-        ip("link", "set", self.veth(i), "up")
+        if self.mode == "wire":
+            self._tell_wire(f"heal {i}")
+        else:
+            ip("link", "set", self.veth(i), "up")
+
+    def _tell_wire(self, command: str) -> None:
+        assert self.wire is not None and self.wire.stdin and self.wire.stdout
+        self.wire.stdin.write(command + "\n")
+        self.wire.stdin.flush()
+        answer = self.wire.stdout.readline().strip()
+        assert answer == "ok", f"wire.py answered {answer!r} to {command!r}"
 
     def split(self, side: list[int]) -> None:
         """Hosts ``side`` move to a second switch: two halves that cannot reach each other

@@ -4,7 +4,9 @@ namespace each, on a shared segment), driven only through their HTTP APIs.
 Checks that the nodes find each other at their genesis addresses and commit the same blocks;
 that when the primary's link is cut the other three change view and keep committing, while
 the cut-off node commits nothing on its own, and that after the link is restored it catches up
-to the same chain; and that every registration still commits over slow, lossy links.
+to the same chain (also after a partition long enough to need state transfer); that a 2-2
+split commits nothing and resumes once joined; and that registrations still commit, and the
+primary is still replaced, over slow, lossy links.
 """
 
 from __future__ import annotations
@@ -194,7 +196,21 @@ def test_commits_over_slow_lossy_links(impaired_cluster: NetnsCluster) -> None:
     tip = _timed("converge", timings, c.wait_same_block, [0, 1, 2, 3], top, 60, "over lossy links")
     height, head = c.wait_converged([0, 1, 2, 3], 60, "over lossy links")
     assert height >= top and (height > top or head == tip)
-    for r in regs + more:  # every registration is on every hospital's ledger
-        for i in range(4):
-            assert c.get(i, f"/users/{r['user_id']}", timeout=10)["user_id"] == r["user_id"]
+    # Every registration is on every hospital's ledger.
+    wanted = [(i, r["user_id"]) for r in regs + more for i in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda w: c.get(w[0], f"/users/{w[1]}", timeout=10)["user_id"], wanted))
+    assert found == [u for _, u in wanted]
+
+    # A view change over these links: the primary is cut off, the other three replace it.
+    primary0 = c.status(0)["primary"]
+    p = c.ids.index(primary0)
+    rest = [i for i in range(4) if i != p]
+    c.lab.cut(p)
+    reg = _timed("register with the primary cut off", timings, c.register, rest[0], "lossy, primary cut off")
+    assert reg["height"] > height
+    assert c.status(rest[0])["primary"] != primary0
+    c.lab.heal(p)
+    _timed("catch-up after healing", timings, c.wait_same_block, [p], reg["height"], 60, "lossy catch-up")
+    assert c.block_hash(p, reg["height"]) == c.block_hash(rest[0], reg["height"])
     print(f"\nimpaired ({c.impairment}): round trip {rtt:.0f} ms, timings {timings}")

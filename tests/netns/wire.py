@@ -9,6 +9,8 @@ Never: forwards anything outside its own TAP devices, or keeps running after SIG
 
 Usage: wire.py [--delay-ms D] [--jitter-ms J] [--loss L] [--seed S] [--plain NAME] TAP...
 Prints ``ready`` once every TAP device exists (the caller then moves them into namespaces).
+Reads commands on stdin, one a line, answering ``ok`` once applied: ``cut I`` drops every
+frame to or from port I (the TAP named I-th, from 0), ``heal I`` undoes it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def main() -> int:
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
+    control = sys.stdin.fileno()
+    poller.register(control, select.POLLIN)
+    cut: set[int] = set()
     print("ready", flush=True)
 
     macs: dict[bytes, int] = {}
@@ -81,6 +86,15 @@ def main() -> int:
         except InterruptedError:
             continue
         for fd, ev in events:
+            if fd == control:
+                line = sys.stdin.readline()
+                if not line:  # the caller is gone
+                    stop = True
+                    break
+                verb, _, port = line.partition(" ")
+                (cut.add if verb == "cut" else cut.discard)(int(port))
+                print("ok", flush=True)
+                continue
             if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                 poller.unregister(fd)  # the host's namespace went away
                 continue
@@ -95,12 +109,16 @@ def main() -> int:
                 if len(frame) < 14:
                     continue
                 dst_mac, src_mac = frame[0:6], frame[6:12]
+                if src in cut:
+                    continue
                 macs[src_mac] = src
                 if dst_mac[0] & 1 or dst_mac not in macs:
                     outs = [p for p in range(len(fds)) if p != src]  # flood
                 else:
                     outs = [macs[dst_mac]] if macs[dst_mac] != src else []
                 for dst in outs:
+                    if dst in cut:
+                        continue
                     if not impaired[dst]:
                         send(dst, frame)
                         continue
