@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pienode.net.config import NetConfig
 from tests.netns.conftest import NetnsCluster, wait_for
 
 T = TypeVar("T")
@@ -92,8 +93,8 @@ def test_partitioned_primary_is_replaced_and_catches_up(netns_cluster: NetnsClus
           f"{c.status(rest[0])['primary']}, timings {timings}")
 
 
-#: Net layer's idle timeout (pienode/net/config.py): a silent link is declared dead after it.
-IDLE_TIMEOUT_S = 30.0
+#: A silent link is declared dead after this (the node runs with the net layer's default).
+IDLE_TIMEOUT_S = NetConfig().idle_timeout
 #: Blocks the majority commits while the primary is away in the long partition: more than
 #: the PBFT watermark window (2 x 64), so the returning node cannot be brought up to date by
 #: retransmitted protocol messages alone and needs state transfer.
