@@ -340,12 +340,28 @@ def cluster_urls(directory: Path) -> list[str]:
 
 
 async def run_load(opts: LoadOptions) -> dict[str, Any]:
+    """Run the whole benchmark; the result is what ``--json`` prints."""
+    try:
+        return await _run_load(opts)
+    except asyncio.CancelledError:
+        raise PieError("interrupted") from None
+
+
+async def _run_load(opts: LoadOptions) -> dict[str, Any]:
     urls = cluster_urls(opts.directory)
     run = LoadRun(opts, urls)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # stop submitting; finish what is in flight
+    main = asyncio.current_task()
+
+    def on_signal() -> None:
+        """First signal: stop submitting, finish what is in flight. Second: stop now."""
+        if run.stopping.is_set() and main is not None:
+            main.cancel()
+        run.stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, run.stopping.set)
+            loop.add_signal_handler(sig, on_signal)
         except (NotImplementedError, RuntimeError):
             pass
     conn = aiohttp.TCPConnector(limit=max(8, opts.concurrency * 2), limit_per_host=0)

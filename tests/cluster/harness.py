@@ -112,8 +112,11 @@ class Cluster:
 
     def down(self) -> None:
         for load in self.loads:
+            try:
+                os.killpg(load.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             if load.proc.poll() is None:
-                load.proc.kill()
                 load.proc.wait()
         if (self.directory / "cluster.json").exists():
             pienode("cluster", "down", "--dir", str(self.directory), timeout=60)
@@ -228,7 +231,8 @@ class Cluster:
         proc = subprocess.Popen(
             [PY, "-m", "pienode.cli.operator", "bench", "load", "--dir", str(self.directory), "--txs", str(txs),
              "--concurrency", str(concurrency), "--rate", str(rate), "--ids-out", str(ids), "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), stdin=subprocess.DEVNULL)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), stdin=subprocess.DEVNULL,
+            start_new_session=True)  # its own group: teardown also stops its signing workers
         handle = LoadHandle(proc, ids)
         self.loads.append(handle)
         return handle
