@@ -90,10 +90,11 @@ class Replica:
         self._last_ts = 0
         self._batch_due = False
         #: Request timer bookkeeping: batches delivered, when, and the request watched.
-        self._delivered_batches = 0
+        self._delivered_requests = 0
         self._last_delivery_ms = 0
         self._watched: bytes | None = None
         self._watched_mark = 0
+        self._watched_ahead = 0
         self._queue_since_ms = 0
         self._last_arrival_ms = 0
         self._timers: dict[TimerId, int] = {}
@@ -392,9 +393,11 @@ class Replica:
 
         At T the overdue requests are forwarded to the primary (a request may have reached
         only some nodes). From 2T on, a view change starts if nothing was delivered for T
-        (silent or slow primary), or if the primary went on delivering more batches than its
-        pipeline holds since the forward without including the oldest request (censoring;
-        its queue is FIFO). Plain overload, where batches keep flowing in order, is neither.
+        (silent or slow primary), or if, since the oldest request became overdue, the
+        primary delivered more than twice as many requests as were pending here at that
+        moment (plus 16) without it: its queue is FIFO and gossip takes far less than T, so
+        what was ahead of our oldest request was pending here too (censoring). Plain overload, where batches
+        keep flowing in order, is neither.
         """
         oldest = self._pool.oldest()
         if oldest is None or not self.active:
@@ -407,7 +410,8 @@ class Replica:
             self._set_timer(TimerId.REQUEST, base + t - self._now)
             return
         if self._watched != rid:
-            self._watched, self._watched_mark = rid, self._delivered_batches
+            self._watched, self._watched_mark = rid, self._delivered_requests
+            self._watched_ahead = len(self._pool)
         if not self.is_primary:
             overdue = self._pool.overdue(self._now - t, limit=1000)
             if overdue:
@@ -415,8 +419,8 @@ class Replica:
                     Send(self.primary, wire(make_forward(tuple(overdue), self.node_id, self._sign))))
         if age >= 2 * t:
             stalled = self._now - max(self._last_delivery_ms, self._view_started_ms) >= t
-            skipped = self._delivered_batches - self._watched_mark
-            censored = skipped > 2 * self.config.max_inflight_batches + 2
+            passed_over = self._delivered_requests - self._watched_mark
+            censored = passed_over > 2 * self._watched_ahead + 16
             if stalled or censored:
                 self.stats["request_timeout_view_change"] += 1
                 self.stats["primary_stalled" if stalled else "primary_censoring"] += 1
@@ -587,7 +591,7 @@ class Replica:
             batch = entry[0]
             self._actions.append(Deliver(seq, cert.view, batch, cert.digest, cert))
             self.last_delivered_seq = seq
-            self._delivered_batches += 1
+            self._delivered_requests += len(batch.requests)
             self._last_delivery_ms = self._now
             delivered = True
             if not batch.is_null:

@@ -62,12 +62,26 @@ def test_equivocating_primary_cannot_split_honest_replicas() -> None:
 
 
 def test_censoring_primary_is_replaced_while_it_keeps_committing_others() -> None:
-    sim = Sim(19, Scenario(n=4, requests=40, submit_until_ms=3500, byzantine={"r0": "censor"}))
+    sim = Sim(19, Scenario(n=4, requests=150, submit_until_ms=3500, byzantine={"r0": "censor"}))
     sim.run()
     censored = [p for p in sim.submitted if sim.censored("r0", p)]
     assert censored  # some requests were censored, and still every honest node has them all
     assert all(sim.nodes[i].replica.view >= 1 for i in sim.honest)
     assert sum(sim.nodes[i].replica.stats["primary_censoring"] for i in sim.honest) >= 1
+
+
+def test_overload_with_batches_flowing_in_order_causes_no_view_change() -> None:
+    # 120 requests at once, one per batch, one batch in flight, ~8 ms per batch: the last
+    # request waits ~1 s, over three times twice the 150 ms request timeout.
+    sc = Scenario(n=4, requests=120, submit_until_ms=50, chaos_until_ms=100, max_delay_ms=10,
+                  config={"max_batch_count": 1, "max_inflight_batches": 1,
+                          "request_timeout_ms": 150})
+    sim = Sim(20, sc, late_faults=False)
+    sim.setup()
+    while not sim.done() and sim.now < 60_000:
+        assert sim.step()
+    assert sim.done() and sim.now > 900
+    assert all(sim.nodes[i].replica.view == 0 for i in sim.ids)
 
 
 def test_forger_garbage_and_replays_are_discarded_and_counted() -> None:
