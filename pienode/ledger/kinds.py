@@ -114,17 +114,22 @@ POLICY_SPEC: dict[str, tuple[Any, bool]] = {
     "expires_at_ms": ((int, type(None)), False),
 }
 
-UPLOAD_SPEC: dict[str, tuple[Any, bool]] = {
+#: The fields of one record version (upload creates version 1, rotation the next ones).
+VERSION_SPEC: dict[str, tuple[Any, bool]] = {
     "record_id": (str, True),
-    "patient_id": (str, True),
-    "data_type": (str, True),
-    "summary": (dict, True),
     "cid": (str, True),
     "size": (int, True),
     "capsule": (bytes, True),
     "delegating_key": (bytes, True),
     "verifying_key": (bytes, True),
     "sealed_keys": (dict, True),
+}
+
+UPLOAD_SPEC: dict[str, tuple[Any, bool]] = {
+    **VERSION_SPEC,
+    "patient_id": (str, True),
+    "data_type": (str, True),
+    "summary": (dict, True),
     "policy": (dict, True),
 }
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pienode.errors import ValidationError
 from pienode.execution import CallContext, Caller
 from pienode.ledger import keys
-from pienode.ledger.kinds import TxKind, TxRejected, check_version_fields, register_kind
+from pienode.ledger.kinds import VERSION_SPEC, TxKind, TxRejected, check_version_fields, register_kind
 from pienode.ledger.tx import Transaction, require_fields
 
 if TYPE_CHECKING:
@@ -184,19 +184,10 @@ register_kind(TxKind("record_access", frozenset({"user"}), _check_access, _apply
 
 # -- rotate_record (the paper's data version update) -------------------------------------------
 
-ROTATE_SPEC: dict[str, tuple[Any, bool]] = {
-    "record_id": (str, True),
-    "cid": (str, True),
-    "size": (int, True),
-    "capsule": (bytes, True),
-    "delegating_key": (bytes, True),
-    "verifying_key": (bytes, True),
-    "sealed_keys": (dict, True),
-}
 
 
 def _check_rotate(body: dict[str, Any]) -> None:
-    require_fields(body, ROTATE_SPEC)
+    require_fields(body, VERSION_SPEC)
     check_version_fields(body)
 
 
