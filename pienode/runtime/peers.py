@@ -2,11 +2,13 @@
 
 Channels: consensus (PBFT messages, to the driver), mempool gossip (to admission), sync
 (block fetch for state transfer: served here from the ledger), files (chunk exchange: served
-by the file store when one is attached).
+by the file store when one is attached). Pending transactions are sent again to a peer whose
+link comes (back) up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 #: Most bytes of blocks returned by one sync request.
 MAX_SYNC_RESPONSE = 3 * 1024 * 1024
 MAX_SYNC_BLOCKS = 256
+#: How often the link set is checked for peers that came (back) up.
+REGOSSIP_POLL_S = 0.25
 
 
 async def start_network(node: "Node") -> PeerNetwork:
@@ -47,7 +51,48 @@ async def start_network(node: "Node") -> PeerNetwork:
                               network_id=node.genesis.chain_id)
     net = PeerNetwork(node.node_id, node.key, peers, on_message=on_message, on_request=on_request, config=cfg)
     await net.start(node.cfg.peer.host, node.cfg.peer.port)
+    node._spawn(regossip_on_link_up(node, net), "regossip")
     return net
+
+
+async def regossip_on_link_up(node: "Node", net: PeerNetwork) -> None:
+    """Send our pending transactions to every peer whose link comes (back) up.
+
+    Gossip is fire-and-forget to the peers linked at that moment, so a transaction admitted
+    while a link was down (every node restarting at once, a peer restarting) never reaches
+    that peer. If it also missed the primary's PRE-PREPARE, it has nothing pending, its
+    request timer never runs, and it never joins the view change that the node holding the
+    transaction starts: the cluster stalls with f+1 honest replicas unaware of the request.
+    """
+    from pienode.runtime.node import CHANNEL_MEMPOOL
+
+    linked: set[str] = set()
+    budget = max(4096, node.cfg.peer.max_frame_bytes // 2)
+    while True:
+        await asyncio.sleep(REGOSSIP_POLL_S)
+        now = net.connected_peers()
+        fresh, linked = now - linked, set(now)
+        if not fresh or not len(node.mempool):
+            continue
+        for chunk in _chunks(node.mempool.pending(), budget):
+            frame = pack(chunk)
+            for peer in sorted(fresh):
+                net.send(peer, CHANNEL_MEMPOOL, frame)
+
+
+def _chunks(items: list[bytes], budget: int) -> list[list[bytes]]:
+    out: list[list[bytes]] = []
+    cur: list[bytes] = []
+    size = 0
+    for item in items:
+        if cur and size + len(item) + 8 > budget:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(item)
+        size += len(item) + 8
+    if cur:
+        out.append(cur)
+    return out
 
 
 def serve_sync(node: "Node", payload: bytes) -> bytes:
