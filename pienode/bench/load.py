@@ -33,6 +33,8 @@ from pienode.errors import PieError
 DEAD_BACKOFF_S = 1.0
 #: Server-side wait per request for a commit (the API caps it at its own max).
 WAIT_MS = 10_000
+#: A transaction pending this long is also submitted to another node.
+RESEND_S = 3.0
 
 
 @dataclass
@@ -210,6 +212,18 @@ class LoadRun:
             await asyncio.sleep(0.05)
         return done, todo
 
+    async def _push(self, tx: SignedTx, hint: int) -> None:
+        """Submit without waiting, to a live node other than ``hint - 1``; errors are moot."""
+        url = self.nodes.pick(hint)
+        if url is None:
+            return
+        self.tally.retries += 1
+        try:
+            await self._call("POST", f"{url}/txs", data=b'{"tx":"' + tx.b64.encode() + b'"}',
+                             headers={"Content-Type": "application/json"})
+        except ConnectionError:
+            self.nodes.failed(url)
+
     def _refusal(self, tx: SignedTx, status: int, doc: Any) -> None:
         if status == 409:  # already pending or committed, i.e. our own retry
             return
@@ -223,6 +237,7 @@ class LoadRun:
         """Follow one transaction until it commits, resubmitting it if its node lost it."""
         deadline = t0 + self.opts.tx_timeout_s
         not_found = 0
+        last_push = t0
         while time.monotonic() < deadline and self.refused.get(tx.tx_id, 0) <= len(self.nodes.urls):
             target = url if url is not None else self.nodes.pick(hint)
             if target is None:
@@ -236,6 +251,12 @@ class LoadRun:
                 continue
             if status == 200 and doc.get("status") == "committed":
                 return True
+            if status == 200 and time.monotonic() - last_push > RESEND_S:
+                # Pending for long: like a PBFT client (Castro-Liskov §4.1), hand it to another
+                # replica too, so that one unaware of it can time out on the primary.
+                last_push = time.monotonic()
+                hint += 1
+                await self._push(tx, hint)
             if status == 404:
                 # Not on this node: lost with a dead node, or this node lags. Send it again.
                 not_found += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -72,6 +73,14 @@ def _sign_range(spec: UploadSpec, lo: int, hi: int) -> list[SignedTx]:
     return out
 
 
+def _worker_init() -> None:
+    """Forked workers inherit the parent's asyncio signal set-up, which would make them
+    deaf to SIGTERM and SIGINT; give them the default behaviour back."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def sign_uploads(spec: UploadSpec, count: int, workers: int | None = None) -> list[SignedTx]:
     """``count`` distinct signed uploads, in order; uses worker processes for large counts."""
     workers = workers or min(4, os.cpu_count() or 1)
@@ -79,6 +88,6 @@ def sign_uploads(spec: UploadSpec, count: int, workers: int | None = None) -> li
         return _sign_range(spec, 0, count)
     step = -(-count // (workers * 4))
     bounds = [(lo, min(lo + step, count)) for lo in range(0, count, step)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
         parts = pool.map(_sign_range, [spec] * len(bounds), [b[0] for b in bounds], [b[1] for b in bounds])
         return [t for part in parts for t in part]

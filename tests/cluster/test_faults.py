@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,7 +123,16 @@ def test_wiped_node_catches_up_by_state_transfer(cluster: Cluster) -> None:
     c.wait_progress(others, 10, 60)
     c.start(victim)
     c.wait_height([victim], max(c.height(i) for i in others), 90, "the wiped node to catch up")
+    assert _metric(c, victim, "pie_state_transfer_blocks_total") > 0, "caught up without state transfer"
     finish(c, load)
+
+
+def _metric(c: Cluster, i: int, name: str) -> float:
+    with urllib.request.urlopen(c.url(i) + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"metric {name} missing")
 
 
 def test_kill_f_plus_one_halts_then_resumes(cluster: Cluster) -> None:
