@@ -1,26 +1,27 @@
 """Streaming encryption on upload and decryption on download, in constant memory.
 
-The cipher runs in a worker thread; pieces cross between it and the event loop through a
-small bounded queue, so a 1 GB record never holds more than a few MiB in memory.
+The cipher runs inline on the event loop (a 256 KiB AES-GCM chunk costs less than a
+thread hop); a 1 GB record never holds more than a few MiB in memory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import queue
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-from pienode.crypto.stream import ciphertext_size, decrypt_stream, encrypt_stream, read_aligned
+from pienode.crypto.stream import (
+    HEADER_SIZE,
+    StreamDecryptor,
+    StreamError,
+    ciphertext_size,
+    encrypt_stream,
+    read_aligned,
+)
 
-_DONE = object()
-QUEUE_DEPTH = 8
 
 
 class Progress:
@@ -48,45 +49,17 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def _pump(gen_factory: Callable[[], Iterator[bytes]], q: "queue.Queue[Any]", stop: threading.Event) -> None:
-    try:
-        for piece in gen_factory():
-            while not stop.is_set():
-                try:
-                    q.put(piece, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
-                return
-        q.put(_DONE)
-    except BaseException as exc:  # handed to the consumer, which re-raises it
-        q.put(exc)
-
-
 async def encrypted_pieces(path: Path, dek: bytes, progress: Progress | None = None) -> AsyncIterator[bytes]:
-    """The encrypted stream of the file at ``path``, piece by piece."""
-    q: "queue.Queue[Any]" = queue.Queue(maxsize=QUEUE_DEPTH)
-    stop = threading.Event()
+    """The encrypted stream of the file at ``path``, piece by piece, in constant memory.
 
-    def gen() -> Iterator[bytes]:
-        with open(path, "rb") as f:
-            yield from encrypt_stream(dek, read_aligned(f))
-
-    t = threading.Thread(target=_pump, args=(gen, q, stop), daemon=True)
-    t.start()
-    try:
-        while True:
-            item = await asyncio.to_thread(q.get)
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
+    Encryption runs inline: AES-GCM costs ~70 µs per 256 KiB chunk, less than a hop to a
+    worker thread, and the HTTP writer's back-pressure paces the reads.
+    """
+    with open(path, "rb") as f:
+        for piece in encrypt_stream(dek, read_aligned(f)):
             if progress:
-                progress.add(len(item))
-            yield item
-    finally:
-        stop.set()
+                progress.add(len(piece))
+            yield piece
 
 
 def encrypted_size(path: Path) -> int:
@@ -96,60 +69,45 @@ def encrypted_size(path: Path) -> int:
 async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
                           progress: Progress | None = None) -> int:
     """Decrypt ``pieces`` into ``out``: written to a temporary file beside it and renamed
-    only once every chunk authenticated; on any failure nothing is left behind."""
-    q: "queue.Queue[Any]" = queue.Queue(maxsize=QUEUE_DEPTH)
+    only once every chunk authenticated; on any failure nothing is left behind.
+
+    Decryption runs inline (AES-GCM takes ~70 µs per 256 KiB chunk): a chunk is decrypted
+    as soon as a byte beyond it arrives, so only the last one is decrypted as final.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     tmp = Path(tmp_name)
     written = 0
-
-    def consume() -> int:
-        n = 0
-        with os.fdopen(fd, "wb") as f:
-            def source() -> Iterator[bytes]:
-                while True:
-                    item = q.get()
-                    if item is _DONE:
-                        return
-                    yield item
-
-            for plain in decrypt_stream(dek, source()):
-                f.write(plain)
-                n += len(plain)
-            f.flush()
-            os.fsync(f.fileno())
-        return n
-
-    loop = asyncio.get_running_loop()
-    consumer = loop.run_in_executor(None, consume)
     try:
-        async for piece in pieces:
-            while True:
-                if consumer.done():
-                    break
-                try:
-                    q.put_nowait(piece)
-                    break
-                except queue.Full:
-                    await asyncio.sleep(0.001)
-            if consumer.done():
-                break
-            if progress:
-                progress.add(len(piece))
-        if not consumer.done():
-            await asyncio.to_thread(q.put, _DONE)
-        written = await consumer
+        with os.fdopen(fd, "wb") as f:
+            buf = bytearray()
+            dec: StreamDecryptor | None = None
+            async for piece in pieces:
+                buf += piece
+                if progress:
+                    progress.add(len(piece))
+                if dec is None:
+                    if len(buf) < HEADER_SIZE:
+                        continue
+                    dec = StreamDecryptor(dek, bytes(buf[:HEADER_SIZE]))
+                    del buf[:HEADER_SIZE]
+                need = dec.next_ciphertext_size()
+                start = 0
+                while len(buf) - start > need:
+                    plain = dec.decrypt_chunk(memoryview(buf)[start:start + need], False)
+                    f.write(plain)
+                    written += len(plain)
+                    start += need
+                    need = dec.next_ciphertext_size()
+                if start:
+                    del buf[:start]
+            if dec is None:
+                raise StreamError("truncated stream header")
+            plain = dec.decrypt_chunk(bytes(buf), True)
+            f.write(plain)
+            written += len(plain)
         os.replace(tmp, out)
         return written
     except BaseException:
-        if not consumer.done():
-            try:
-                q.put_nowait(_DONE)
-            except queue.Full:
-                pass
-        try:
-            await asyncio.wait_for(asyncio.shield(consumer), 5)
-        except BaseException:
-            pass
         tmp.unlink(missing_ok=True)
         raise
