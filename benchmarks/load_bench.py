@@ -116,7 +116,8 @@ def main() -> int:
     p.add_argument("--keep", default=None, help="cluster directory to use and keep (default: a temp dir)")
     args = p.parse_args()
     scenarios = args.scenario or [(300, 1, 1), (20000, 256, 1)]
-    report: dict[str, object] = {"verify": verify_ceiling(args.nodes), "scenarios": []}
+    results: list[dict[str, object]] = []
+    report: dict[str, object] = {"verify": verify_ceiling(args.nodes), "scenarios": results}
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pie-load-"))
     for i, (txs, conc, batch) in enumerate(scenarios):
         directory = base / (f"cluster-{i}" if args.fresh else "cluster")
@@ -130,7 +131,7 @@ def main() -> int:
         finally:
             if args.fresh or i == len(scenarios) - 1:
                 cli("cluster", "down", "--dir", str(directory), timeout=60)
-        report["scenarios"].append(res)  # type: ignore[union-attr]
+        results.append(res)
         print(json.dumps(res), file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0

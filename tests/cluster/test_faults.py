@@ -102,7 +102,8 @@ def test_sigstop_sigcont_primary(cluster: Cluster) -> None:
     others = [i for i in range(4) if i != victim]
     c.signal(victim, signal.SIGSTOP)
     try:
-        wait_for(lambda: all(c.status(i)["primary"] != old for i in others), 30, "a view change past the frozen primary")
+        wait_for(lambda: all(c.status(i)["primary"] != old for i in others), 30,
+                 "a view change past the frozen primary")
         c.wait_progress(others, 10, 30)
     finally:
         c.signal(victim, signal.SIGCONT)
