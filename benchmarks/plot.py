@@ -42,10 +42,12 @@ GOALS = [
 
 
 def load(path: Path) -> Any:
+    """The JSON in ``path``; None if missing or empty (a run still going, or one that failed)."""
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return None
+    return json.loads(text) if text.strip() else None
 
 
 def size_label(n: int) -> str:
@@ -123,19 +125,32 @@ def plot_goals(runs: dict[str, dict[str, Any]], out: Path) -> None:
 
 def plot_load(load_doc: dict[str, Any], out: Path) -> None:
     rows = sorted(load_doc["scenarios"], key=lambda s: s["concurrency"])
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     tps = [s["tps"] for s in rows]
     for key, style in (("p50", "o-"), ("p99", "s--")):
         ax.plot(tps, [s["latency_ms"][key] for s in rows], style, label=f"latency {key}")
     for s in rows:
-        ax.annotate(f"c={s['concurrency']}\n{s['committed']:,} tx", (s["tps"], s["latency_ms"]["p50"]),
-                    textcoords="offset points", xytext=(6, -22), fontsize=8)
+        ax.annotate(f"c={s['concurrency']}, {s['committed']:,} tx", (s["tps"], s["latency_ms"]["p50"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.set_yscale("log")
-    ax.set_xlabel("committed transactions per second")
+    ax.set_xlabel("committed transactions per second (wall clock, shared machine)")
     ax.set_ylabel("submit-to-commit latency (ms)")
-    ax.set_title("pienode bench load: 4 nodes, 1 tx per request, concurrency 1 to 256")
+    ax.set_title("throughput vs latency, 4 nodes, 1 tx per request")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    conc = [str(s["concurrency"]) for s in rows]
+    cpu = [s.get("cpu_ms_per_tx", {}).get("total", 0.0) for s in rows]
+    bars = ax2.bar(conc, cpu, color="tab:purple")
+    for b, s in zip(bars, rows):
+        est = s.get("dedicated_cores_tps_estimate")
+        ax2.annotate(f"{b.get_height():.1f} ms\n(~{est} tx/s)" if est else f"{b.get_height():.1f}",
+                     (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+    ax2.set_xlabel("concurrency")
+    ax2.set_ylabel("CPU-ms per committed tx (4 nodes + client)")
+    ax2.set_title("CPU cost per tx (and the rate 2 idle cores would give)")
+    ax2.margins(y=0.2)
+    ax2.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("pienode bench load")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
