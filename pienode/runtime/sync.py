@@ -84,6 +84,11 @@ class StateSync:
         ours = self.node.ledger.height
         stuck = ours == self._last_height
         self._last_height = ours
+        if self.driver.replica.last_delivered_seq > ours:
+            # Ordered batches are waiting for execution (a large block takes a while): we
+            # are busy, not stuck. Fetching the same blocks from peers would only race the
+            # execution loop for the commit lock and redo its work.
+            stuck = False
         if not (stuck or self._target > ours):
             return
         heads = await self._heads()
