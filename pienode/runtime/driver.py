@@ -83,13 +83,23 @@ class ConsensusDriver:
         restored = RecoveredState.from_items(
             [(k[len(keys.CONSENSUS):], v) for k, v in items], head.height, head.hash()
         )
+        # A node that has voted before but lost its consensus store (home wiped down to
+        # node.toml and keys/) must not vote again until a view it cannot have voted in:
+        # it might otherwise sign a second, conflicting vote. The marker lives in keys/,
+        # which survives the wipe.
+        marker = node.cfg.keys_dir / "consensus-joined"
+        amnesic = marker.exists() and not items
         self.replica = Replica(
             self.config,
             node.node_id,
             lambda payload: node.key.sign(PBFT_DOMAIN, payload),
             self.verifier,
             restored=restored,
+            amnesic=amnesic,
         )
+        if amnesic:
+            log.warning("consensus store lost: following without voting until a fresh view (amnesic start)")
+        marker.touch()
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._deliveries: asyncio.Queue[Any] = asyncio.Queue()
         self._timers: dict[Any, asyncio.TimerHandle] = {}

@@ -59,6 +59,7 @@ async def test_registration_commits_and_keeps_the_name_off_chain(one_node):
         (b"\x93\x01\x02", "application/msgpack"),
         (os.urandom(3 * 1024 * 1024), "application/octet-stream"),
     ],
+    ids=["garbage", "empty", "empty-object", "bad-base64", "no-txs", "bad-msgpack", "3MB"],
 )
 async def test_bad_transactions_get_4xx_and_change_nothing(one_node, body, ctype):
     async with one_node.http.post(one_node.url + "/txs", data=body, headers={"Content-Type": ctype}) as r:
