@@ -2,7 +2,7 @@
 # Reproduces every number in benchmarks/README.md (issue 7), one benchmark at a time
 # (the reference machine has 2 cores: two heavy runs at once would measure each other).
 #
-#   bash benchmarks/run_all.sh            # everything (about 40 minutes on 2 cores)
+#   bash benchmarks/run_all.sh            # everything (11 minutes on the 2-core reference machine)
 #   bash benchmarks/run_all.sh paper load # only some steps: machine paper load crypto contracts files key
 #   python3 benchmarks/plot.py            # PNGs from benchmarks/results/*.json
 #
