@@ -110,7 +110,7 @@ def plot_goals(runs: dict[str, dict[str, Any]], out: Path) -> None:
         for b, v in zip(bars, vals):
             ax.annotate(f"{v:.2g}x", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
     for j, (_, _, _, want) in enumerate(GOALS):
-        ax.hlines(want, j - 0.45, j + 0.45, colors="k", linestyles="--", label="goal" if j == 0 else None)
+        ax.hlines(want, j - 0.45, j + 0.45, colors="k", linestyles="--", label="goal" if j == 0 else "_nolegend_")
     ax.axhline(1, color="r", linewidth=0.8, label="paper (1x)")
     ax.set_yscale("log")
     ax.set_xticks(range(len(GOALS)), labels)
