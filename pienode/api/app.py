@@ -6,6 +6,7 @@ signature. Registration is the hospital acting as its users' certificate authori
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -216,8 +217,9 @@ async def post_txs(request: web.Request) -> web.Response:
         return web.json_response({"tx_ids": [i.hex() for i in ids], "errors": errors}, status=202)
     timeout = min(float(request.query.get("timeout_ms", node.cfg.api.max_wait_ms)), node.cfg.api.max_wait_ms) / 1000
     results = []
-    for tx_id in ids:
-        done = await node.wait_committed(tx_id, timeout)
+    # Wait for all of them at once: they commit together, mostly in the same block.
+    waits = await asyncio.gather(*(node.wait_committed(tx_id, timeout) for tx_id in ids))
+    for tx_id, done in zip(ids, waits):
         if done is None:
             results.append({"tx_id": tx_id.hex(), "status": "pending"})
         else:
@@ -285,8 +287,6 @@ async def get_record(request: web.Request) -> web.Response:
 
 async def contract_call(request: web.Request) -> web.Response:
     """A read-only contract call, answered by this node from committed state."""
-    import asyncio
-
     from pienode.execution import Caller
     from pienode.ledger import keys
     from pienode.ledger.contracts import read_only_call

@@ -226,11 +226,27 @@ class BlockExchange:
         try:
             level = [root]
             size = -1
+            # Two windows in flight: the next one's network fetch overlaps this one's disk
+            # write (memory stays bounded by two windows of leaves).
+            gate = asyncio.Semaphore(2)
+
+            async def ensure(window: list[CID]) -> dict[CID, bytes]:
+                async with gate:
+                    return await self._ensure(window, prefer)
+
             while level:
                 nxt: list[CID] = []
-                for i in range(0, len(level), self.cfg.window_blocks):
-                    window = level[i : i + self.cfg.window_blocks]
-                    blocks = await self._ensure(window, prefer)
+                windows = [level[i : i + self.cfg.window_blocks]
+                           for i in range(0, len(level), self.cfg.window_blocks)]
+                tasks = [asyncio.ensure_future(ensure(w)) for w in windows]
+                try:
+                    results = [await t for t in tasks]
+                except BaseException:
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
+                for window, blocks in zip(windows, results):
                     for cid in window:
                         if cid.codec == DAG_PB:
                             node = decode_node(blocks[cid])

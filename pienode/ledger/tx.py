@@ -12,7 +12,7 @@ signature. Each ``kind`` gives its body schema in ``pienode.ledger.kinds``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pienode.crypto.keys import PrivateKey
@@ -32,6 +32,11 @@ class Transaction:
     timestamp_ms: int
     body: dict[str, Any]
     signature: bytes = b""
+    #: The unsigned encoding, computed once (it is hashed and verified several times).
+    _unsigned: bytes = field(default=b"", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_unsigned", pack(self.unsigned()))
 
     def unsigned(self) -> dict[str, Any]:
         return {
@@ -44,11 +49,11 @@ class Transaction:
         }
 
     def unsigned_bytes(self) -> bytes:
-        return pack(self.unsigned())
+        return self._unsigned
 
     @property
     def tx_id(self) -> bytes:
-        return sha256(self.unsigned_bytes())
+        return sha256(self._unsigned)
 
     def encode(self) -> bytes:
         return pack({**self.unsigned(), "sig": self.signature})

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from pienode.storage.kv import open_kv
 log = logging.getLogger("pienode.node")
 
 ROLE_PREFIX = {"patient": "pat", "physician": "phy", "researcher": "res", "insurer": "ins"}
+RECENT_RECEIPTS = 200_000
 #: Peer channel for transaction gossip (net reserves 0-2 for consensus, sync and files).
 CHANNEL_MEMPOOL = 3
 
@@ -90,6 +92,9 @@ class Node:
         self.request_verifier = RequestVerifier(cfg.node_id)
         self.commit_lock = asyncio.Lock()
         self._height_changed = asyncio.Condition()
+        self._gossip_ready = asyncio.Event()
+        #: Receipts of recently committed transactions, so a lookup does not decode a block.
+        self._recent_receipts: OrderedDict[bytes, tuple[int, Receipt]] = OrderedDict()
         self.started_at = time.monotonic()
         self._fatal: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -202,6 +207,7 @@ class Node:
         if gossip:
             self._gossip_buf.append(data)
             self._gossip_bytes += len(data)
+            self._gossip_ready.set()
         self.driver.submit(data)
         return checked.tx_id
 
@@ -217,6 +223,9 @@ class Node:
             return None
 
     def receipt_at(self, height: int, tx_id: bytes) -> Receipt:
+        hit = self._recent_receipts.get(tx_id)
+        if hit is not None and hit[0] == height:
+            return hit[1]
         block = self.ledger.block(height)
         assert block is not None
         for r in block.receipts:
@@ -241,8 +250,12 @@ class Node:
                 pass  # already committed, expired or invalid: the primary won't order it from us
 
     async def _gossip_loop(self) -> None:
+        """Forward admitted transactions to the peers, coalesced: it wakes when something is
+        buffered (never on an idle timer) and lets a burst gather for a millisecond."""
         while True:
-            await asyncio.sleep(0.002)
+            await self._gossip_ready.wait()
+            await asyncio.sleep(0.001)
+            self._gossip_ready.clear()
             if self._gossip_buf:
                 buf, self._gossip_buf, self._gossip_bytes = self._gossip_buf, [], 0
                 self.net.broadcast(CHANNEL_MEMPOOL, pack(buf))
@@ -265,6 +278,11 @@ class Node:
 
     def on_block_committed(self, block: Any, source: str) -> None:
         self._notify_height()
+        recent = self._recent_receipts
+        for r in block.receipts:
+            recent[r.tx_id] = (block.height, r)
+        while len(recent) > RECENT_RECEIPTS:
+            recent.popitem(last=False)
         for r in block.receipts:
             age = self.mempool.committed(r.tx_id, block.height, r)
             if age is not None:
