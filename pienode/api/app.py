@@ -42,7 +42,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except PieError as exc:
         node.metrics.api_requests.labels(str(exc.status)).inc()
-        if request.get("response_started"):
+        from pienode.files.http import RESPONSE_STARTED
+
+        if request.get(RESPONSE_STARTED):
             raise  # the body is half sent: aiohttp cuts the connection, the client sees a failure
         if exc.status >= 500:
             log.warning("%s %s failed: %s", request.method, request.path, exc.message)

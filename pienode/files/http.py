@@ -35,6 +35,10 @@ SourceGetter = Callable[[], BlockSource | None]
 #: turns the upload into an error response (the file stays stored locally).
 IngestHook = Callable[[FileInfo], Awaitable[None]]
 
+#: Set once a response's headers are sent: an error after that must cut the connection.
+RESPONSE_STARTED: "web.RequestKey[bool] | str" = (
+    web.RequestKey("response_started", bool) if hasattr(web, "RequestKey") else "response_started"
+)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -165,7 +169,7 @@ def add_file_routes(
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
-        request["response_started"] = True  # an error past here must cut the connection
+        request[RESPONSE_STARTED] = True  # an error past here must cut the connection
         await resp.prepare(request)
         if request.method == "HEAD":
             await resp.write_eof()
