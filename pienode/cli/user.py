@@ -203,6 +203,17 @@ async def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _policy(args: argparse.Namespace) -> int:
+    from pienode.client import emr
+
+    split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
+    async with _session(args) as s:
+        out = await emr.set_policy(s, args.record, level=args.level, roles=split(args.roles),
+                                   purposes=split(args.purposes), expires_at_ms=args.expires_at_ms)
+    emit(out, args.json, lambda r: f"{r['record_id']}: policy {json.dumps(r['policy'], sort_keys=True)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pie", description="PIE: share medical records with the patient in control.")
     p.add_argument("--node", default=None, help="hospital node API URL (default: $PIE_NODE or the local cluster)")
@@ -254,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reason", required=True)
     ro = cmd("rotate", _rotate, "re-key a record: new version, earlier grants stop working (patients)")
     ro.add_argument("--record", required=True)
+    po = cmd("policy", _policy, "set a record's access policy: level, roles, purposes, expiry (patients)")
+    po.add_argument("--record", required=True)
+    po.add_argument("--level", default=None, choices=["low", "moderate", "private"])
+    po.add_argument("--roles", default=None, help="comma-separated roles allowed to ask (default: any)")
+    po.add_argument("--purposes", default=None, help="comma-separated purposes allowed (default: any)")
+    po.add_argument("--expires-at-ms", type=int, default=None, help="after this time nobody new gets access")
     a = cmd("audit", _audit, "who asked, who got access, when (patients)")
     a.add_argument("--record", default=None)
     a.add_argument("--fhir", action="store_true", help="export FHIR R4 AuditEvent resources (a Bundle)")

@@ -280,3 +280,15 @@ async def audit(s: Session, record_id: str | None) -> list[dict[str, Any]]:
                            "requester_id": a["who"], "height": a["height"]})
     events.sort(key=lambda e: (e["height"] or 0, e["at_ms"]))
     return events
+
+
+async def set_policy(s: Session, record_id: str, *, level: str | None, roles: list[str] | None,
+                     purposes: list[str] | None, expires_at_ms: int | None) -> dict[str, Any]:
+    """The patient tightens (or relaxes, down to the data type's level) a record's policy."""
+    rec = await s.record(record_id)
+    if rec["patient_id"] != s.user_id:
+        raise Forbidden("only the record's patient sets its access policy")
+    policy = {"level": level or rec["policy"]["level"], "roles": roles, "purposes": purposes,
+              "expires_at_ms": expires_at_ms}
+    out = await s.submit("set_policy", {"record_id": record_id, "policy": policy})
+    return out["result"]

@@ -212,3 +212,38 @@ def _apply_rotate(ctx: "ExecContext", tx: Transaction) -> Any:
 
 register_kind(TxKind("rotate_record", frozenset({"user"}), _check_rotate, _apply_rotate,
                      roles=frozenset({"patient"})))
+
+
+# -- set_policy (the patient tightens a record's access policy) ----------------------------
+
+
+def _check_set_policy(body: dict[str, Any]) -> None:
+    from pienode.ledger.kinds import check_policy
+
+    require_fields(body, {"record_id": (str, True), "policy": (dict, True)})
+    check_policy(body["policy"])
+
+
+def _apply_set_policy(ctx: "ExecContext", tx: Transaction) -> Any:
+    from pienode.identity.levels import satisfies
+
+    b = tx.body
+    rec = ctx.state.get(keys.record_key(b["record_id"]))
+    if rec is None:
+        raise TxRejected("unknown_record", f"no record {b['record_id']}")
+    if rec["patient_id"] != tx.sender:
+        raise TxRejected("not_owner", "only the record's patient sets its access policy")
+    type_level = ctx.genesis.data_type_levels[rec["data_type"]]
+    if not satisfies(b["policy"]["level"], type_level):
+        raise TxRejected("weak_policy", f"{rec['data_type']} needs at least level {type_level}")
+    rec["policy"] = {"level": b["policy"]["level"], "roles": b["policy"].get("roles"),
+                     "purposes": b["policy"].get("purposes"), "expires_at_ms": b["policy"].get("expires_at_ms")}
+    rec["security_level"] = b["policy"]["level"]
+    rec["updated_at_ms"] = ctx.block_timestamp_ms
+    ctx.state.put(keys.record_key(b["record_id"]), rec)
+    ctx.emit("policy_set", {"record_id": b["record_id"], "policy": rec["policy"]})
+    return {"record_id": b["record_id"], "policy": rec["policy"]}
+
+
+register_kind(TxKind("set_policy", frozenset({"user"}), _check_set_policy, _apply_set_policy,
+                     roles=frozenset({"patient"})))

@@ -187,3 +187,29 @@ async def test_bad_inputs_are_clear_errors(world):
     async with sess(rn, "res") as s:
         with pytest.raises(Forbidden, match="physicians"):  # refused before any byte is stored
             await emr.upload(s, rn.people["pat"].user_id, f, "omics", {})
+
+
+async def test_patient_tightens_the_policy(world):
+    rn = world
+    f = rn.tmp / "sensor.bin"
+    f.write_bytes(os.urandom(1000))
+    rec = await upload(rn, f, "sensor_data", {"kind": "heart_rate"})
+    assert rec["security_level"] == "moderate"
+    async with sess(rn, "ins") as s:  # an insurer (moderate) may ask under the default policy
+        assert (await emr.request(s, rec["record_id"], "claims"))["status"] == "pending"
+    async with sess(rn, "pat") as s:
+        with pytest.raises(Refused, match="needs at least"):
+            await emr.set_policy(s, rec["record_id"], level="low", roles=None, purposes=None, expires_at_ms=None)
+        out = await emr.set_policy(s, rec["record_id"], level="moderate", roles=["physician"],
+                                   purposes=["treatment"], expires_at_ms=None)
+        assert out["policy"]["roles"] == ["physician"]
+    async with sess(rn, "phy") as s:  # only the patient sets the policy
+        with pytest.raises(Exception):
+            await emr.set_policy(s, rec["record_id"], level="private", roles=None, purposes=None,
+                                 expires_at_ms=None)
+    async with sess(rn, "ins") as s:
+        refused = await emr.request(s, rec["record_id"], "claims")
+        assert refused["status"] == "refused" and "role" in refused["reason"]
+    async with sess(rn, "doc") as s:
+        assert (await emr.request(s, rec["record_id"], "research"))["status"] == "refused"
+        assert (await emr.request(s, rec["record_id"], "treatment"))["status"] == "pending"
