@@ -17,20 +17,27 @@ from pathlib import Path
 from typing import Any
 
 from pienode.crypto.keys import PrivateKey, PublicKey
+from pienode.crypto.pre import PreSecretKey
 from pienode.encoding import pack, unpack
 from pienode.errors import PieError, ReplayError, ValidationError
 from pienode.identity.certs import UserCert
+from pienode.identity.consortium import engine_fingerprint
 from pienode.identity.genesis import Genesis
 from pienode.identity.registry import put_identity
+from pienode.identity.reqsig import RequestVerifier
 from pienode.ledger.block import Receipt
+from pienode.ledger.contracts import ContractHost
 from pienode.ledger.executor import Executor
 from pienode.ledger.state import StateOverlay
 from pienode.ledger.store import Ledger
 from pienode.ledger.tx import Transaction
 from pienode.ledger.validation import SignatureCache, check_transaction
 from pienode.runtime.config import NodeConfig
+from pienode.runtime.driver import ConsensusDriver
+from pienode.runtime.files import FileService
 from pienode.runtime.mempool import Mempool
 from pienode.runtime.metrics import NodeMetrics
+from pienode.runtime.peers import start_network
 from pienode.storage.kv import open_kv
 
 log = logging.getLogger("pienode.node")
@@ -63,8 +70,6 @@ class Node:
         if not self.genesis.has_node(cfg.node_id):
             raise PieError(f"{cfg.node_id} is not a node of this consortium's genesis")
         if self.genesis.engine:
-            from pienode.identity.consortium import engine_fingerprint
-
             mine = engine_fingerprint()
             if mine != self.genesis.engine:
                 raise PieError(f"this node's contract engine {mine} differs from the consortium's "
@@ -73,22 +78,16 @@ class Node:
         if self.key.public_key.data != self.genesis.node(cfg.node_id).sign_key:
             raise PieError("keys/node.key does not match this node's certificate in genesis")
         self.node_id = cfg.node_id
-        from pienode.crypto.pre import PreSecretKey
-
         self.enc_key = PreSecretKey.from_bytes(load_secret(cfg.keys_dir / "enc.key").to_bytes())
         if self.enc_key.public_key.to_bytes() != self.genesis.node(cfg.node_id).enc_key:
             raise PieError("keys/enc.key does not match this node's certificate in genesis")
         self.metrics = NodeMetrics()
         self.kv = open_kv(cfg.data_dir / "ledger")
         self.sigs = SignatureCache()
-        from pienode.ledger.contracts import ContractHost
-
         self.contracts = ContractHost(workers=2)
         self.executor = Executor(self.genesis, self.kv, contracts=self.contracts, sigs=self.sigs)
         self.ledger = Ledger(self.kv, self.genesis, self.executor)
         self.mempool = Mempool()
-        from pienode.identity.reqsig import RequestVerifier
-
         self.request_verifier = RequestVerifier(cfg.node_id)
         self.commit_lock = asyncio.Lock()
         self._height_changed = asyncio.Condition()
@@ -99,7 +98,6 @@ class Node:
         self._fatal: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._gossip_buf: list[bytes] = []
-        self._gossip_bytes = 0
         self.net: Any = None
         self.driver: Any = None
         self.files: Any = None
@@ -108,13 +106,8 @@ class Node:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        from pienode.runtime.driver import ConsensusDriver
-        from pienode.runtime.peers import start_network
-
         loop = asyncio.get_running_loop()
         self._fatal = loop.create_future()
-        from pienode.runtime.files import FileService
-
         self.files = FileService(self)
         await self.contracts.engine.start()  # warm workers before the first call, not during it
         self.net = await start_network(self)
@@ -206,7 +199,6 @@ class Node:
         self.metrics.mempool.set(len(self.mempool))
         if gossip:
             self._gossip_buf.append(data)
-            self._gossip_bytes += len(data)
             self._gossip_ready.set()
         self.driver.submit(data)
         return checked.tx_id
@@ -257,7 +249,7 @@ class Node:
             await asyncio.sleep(0.001)
             self._gossip_ready.clear()
             if self._gossip_buf:
-                buf, self._gossip_buf, self._gossip_bytes = self._gossip_buf, [], 0
+                buf, self._gossip_buf = self._gossip_buf, []
                 self.net.broadcast(CHANNEL_MEMPOOL, pack(buf))
 
     async def wait_height(self, height: int, timeout_s: float) -> bool:
