@@ -20,6 +20,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pienode.api.render import block_json, jsonable, receipt_json
+from pienode.api.sharing import add_sharing_routes
+from pienode.crypto.keys import PublicKey
+from pienode.encoding import unpack
+from pienode.execution import Caller
+from pienode.files.http import RESPONSE_STARTED, add_file_admin_routes, add_file_routes
+from pienode.ledger import keys
+from pienode.ledger.contracts import read_only_call
 from pienode.errors import EncodingError, Forbidden, NotFound, PieError, ValidationError
 from pienode.runtime.node import Node
 
@@ -42,8 +49,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except PieError as exc:
         node.metrics.api_requests.labels(str(exc.status)).inc()
-        from pienode.files.http import RESPONSE_STARTED
-
         if request.get(RESPONSE_STARTED):
             raise  # the body is half sent: aiohttp cuts the connection, the client sees a failure
         if exc.status >= 500:
@@ -98,6 +103,21 @@ async def files_auth_middleware(request: web.Request, handler: Handler) -> web.S
         node = request.app[NODE]
         node.request_verifier.verify(request.headers, request.method, request.path_qs, None, node.user_key)
     return await handler(request)
+
+
+def json_object(body: bytes, what: str = "expected a JSON object") -> dict[str, Any]:
+    """Parse a request body that must be one JSON object.
+
+    Raises:
+        EncodingError: malformed JSON, or not an object (``what`` says what was expected).
+    """
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise EncodingError("malformed JSON") from None
+    if not isinstance(doc, dict):
+        raise EncodingError(what)
+    return doc
 
 
 def _hex(value: str, what: str, size: int | None = None) -> bytes:
@@ -179,12 +199,7 @@ async def _read_txs(request: web.Request) -> list[bytes]:
     if not body:
         raise EncodingError("empty body: send one msgpack transaction or JSON {\"tx\": base64} / {\"txs\": [...]}")
     if request.content_type == "application/json" or body[:1] in (b"{", b"["):
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise EncodingError("malformed JSON") from None
-        if not isinstance(doc, dict):
-            raise EncodingError("JSON body must be an object with 'tx' or 'txs'")
+        doc = json_object(body, "JSON body must be an object with 'tx' or 'txs'")
         items = doc.get("txs") if "txs" in doc else [doc.get("tx")]
         if not isinstance(items, list) or not items or len(items) > 1000:
             raise EncodingError("'txs' must be a list of 1 to 1000 base64 transactions")
@@ -250,56 +265,37 @@ async def get_tx(request: web.Request) -> web.Response:
 
 async def register(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    try:
-        doc = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise EncodingError("malformed JSON") from None
-    if not isinstance(doc, dict):
-        raise EncodingError("expected a JSON object")
+    doc = json_object(await request.read())
     for f in ("role", "name", "sign_key", "enc_key"):
         if not isinstance(doc.get(f), str):
             raise ValidationError(f"field {f!r} is required")
-    from pienode.crypto.keys import PublicKey
-
     sign_key = PublicKey.from_bytes(_hex(doc["sign_key"], "sign_key", 33))
     enc_key = PublicKey.from_bytes(_hex(doc["enc_key"], "enc_key", 33))
     out = await node.register_user(role=doc["role"], name=doc["name"], sign_key=sign_key.data, enc_key=enc_key.data)
     return web.json_response(jsonable(out), status=201)
 
 
-async def get_user(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    from pienode.ledger import keys
+def _state_json(request: web.Request, key: bytes, what: str) -> web.Response:
+    value = request.app[NODE].ledger.state(key)
+    if value is None:
+        raise NotFound(f"unknown {what}")
+    return web.json_response(jsonable(value))
 
-    cert = node.ledger.state(keys.user_key(request.match_info["user_id"]))
-    if cert is None:
-        raise NotFound("unknown user")
-    return web.json_response(jsonable(cert))
+
+async def get_user(request: web.Request) -> web.Response:
+    return _state_json(request, keys.user_key(request.match_info["user_id"]), "user")
 
 
 async def get_record(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    from pienode.ledger import keys
-
-    rec = node.ledger.state(keys.record_key(request.match_info["record_id"]))
-    if rec is None:
-        raise NotFound("unknown record")
-    return web.json_response(jsonable(rec))
+    return _state_json(request, keys.record_key(request.match_info["record_id"]), "record")
 
 
 async def contract_call(request: web.Request) -> web.Response:
     """A read-only contract call, answered by this node from committed state."""
-    from pienode.execution import Caller
-    from pienode.ledger import keys
-    from pienode.ledger.contracts import read_only_call
-
     node = request.app[NODE]
     body = await request.read()
-    try:
-        doc = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise EncodingError("malformed JSON") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("fn"), str):
+    doc = json_object(body or b"{}", "expected {\"fn\": NAME, \"args\": {...}}")
+    if not isinstance(doc.get("fn"), str):
         raise ValidationError("expected {\"fn\": NAME, \"args\": {...}}")
     args = doc.get("args", {})
     if not isinstance(args, dict):
@@ -319,9 +315,6 @@ async def contract_call(request: web.Request) -> web.Response:
 
 async def list_contracts(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    from pienode.encoding import unpack
-    from pienode.ledger import keys
-
     out = []
     for _, raw in node.kv.iterate(keys.STATE + b"c/"):
         rec = unpack(raw)
@@ -339,8 +332,6 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def make_app(node: Node) -> web.Application:
-    from pienode.files.http import add_file_routes
-
     app = web.Application(middlewares=[error_middleware, consistency_middleware, files_auth_middleware],
                           client_max_size=node.cfg.api.max_tx_body_bytes)
     app[NODE] = node
@@ -351,8 +342,6 @@ def make_app(node: Node) -> web.Application:
         source_getter=lambda: node.files.exchange,
         on_ingested=node.files.on_ingested,
     )
-    from pienode.files.http import add_file_admin_routes
-
     add_file_admin_routes(app, lambda: node.files.store, node.files.referenced_cids)
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
@@ -365,8 +354,6 @@ def make_app(node: Node) -> web.Application:
     app.router.add_post("/users/register", register)
     app.router.add_get("/users/{user_id}", get_user)
     app.router.add_get("/records/{record_id}", get_record)
-    from pienode.api.sharing import add_sharing_routes
-
     add_sharing_routes(app)
     app.router.add_get("/contracts", list_contracts)
     app.router.add_post("/contracts/{name}/call", contract_call)
