@@ -20,8 +20,40 @@ NODE_CERT_DOMAIN = "node-cert"
 USER_CERT_DOMAIN = "user-cert"
 
 
+class _Certificate:
+    """What both certificates share: a signed body (every field but the signature) in a
+    domain of their own, and a strict map form."""
+
+    __slots__ = ()
+    DOMAIN = ""
+
+    def body(self) -> dict[str, Any]:
+        d = asdict(self)  # type: ignore[call-overload]
+        del d["signature"]
+        return d
+
+    def signed_by(self, key: PrivateKey) -> Any:
+        return type(self)(**{**self.body(), "signature": key.sign(self.DOMAIN, pack(self.body()))})
+
+    def signed_correctly(self, key: PublicKey) -> bool:
+        return key.verify(self.DOMAIN, pack(self.body()), self.signature)  # type: ignore[attr-defined]
+
+    @property
+    def public_key(self) -> PublicKey:
+        return PublicKey(self.sign_key)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        return cls(**_fields(cls, d))
+
+
 @dataclass(frozen=True, slots=True)
-class NodeCert:
+class NodeCert(_Certificate):
+    DOMAIN = NODE_CERT_DOMAIN
+
     node_id: str
     name: str
     sign_key: bytes
@@ -31,33 +63,15 @@ class NodeCert:
     api_url: str
     signature: bytes = b""
 
-    def body(self) -> dict[str, Any]:
-        d = asdict(self)
-        del d["signature"]
-        return d
-
-    def signed_by(self, ca: PrivateKey) -> "NodeCert":
-        sig = ca.sign(NODE_CERT_DOMAIN, pack(self.body()))
-        return NodeCert(**{**self.body(), "signature": sig})
-
     def check(self, ca_key: PublicKey) -> None:
-        if not ca_key.verify(NODE_CERT_DOMAIN, pack(self.body()), self.signature):
+        if not self.signed_correctly(ca_key):
             raise ValidationError(f"certificate of {self.node_id} is not signed by the consortium")
-
-    @property
-    def public_key(self) -> PublicKey:
-        return PublicKey(self.sign_key)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NodeCert":
-        return cls(**_fields(cls, d))
 
 
 @dataclass(frozen=True, slots=True)
-class UserCert:
+class UserCert(_Certificate):
+    DOMAIN = USER_CERT_DOMAIN
+
     user_id: str
     role: str
     security_level: str
@@ -67,15 +81,6 @@ class UserCert:
     issued_at_ms: int
     signature: bytes = b""
 
-    def body(self) -> dict[str, Any]:
-        d = asdict(self)
-        del d["signature"]
-        return d
-
-    def signed_by(self, hospital_key: PrivateKey) -> "UserCert":
-        sig = hospital_key.sign(USER_CERT_DOMAIN, pack(self.body()))
-        return UserCert(**{**self.body(), "signature": sig})
-
     def check(self, hospital_key: PublicKey) -> None:
         """Raises ValidationError unless well-formed and signed by ``hospital_key``."""
         if self.role not in ROLES:
@@ -84,19 +89,8 @@ class UserCert:
             raise ValidationError(f"unknown security level {self.security_level!r}")
         PublicKey.from_bytes(self.sign_key)
         PublicKey.from_bytes(self.enc_key)
-        if not hospital_key.verify(USER_CERT_DOMAIN, pack(self.body()), self.signature):
+        if not self.signed_correctly(hospital_key):
             raise ValidationError(f"certificate of {self.user_id} is not signed by {self.hospital_id}")
-
-    @property
-    def public_key(self) -> PublicKey:
-        return PublicKey(self.sign_key)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UserCert":
-        return cls(**_fields(cls, d))
 
 
 def _fields(cls: type, d: Any) -> dict[str, Any]:
