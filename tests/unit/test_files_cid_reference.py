@@ -21,7 +21,7 @@ aleph_cid = pytest.importorskip("aleph_cid", reason="issue 4: install the test e
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 HAS_JS = (JS_DIR / "node_modules" / "ipfs-unixfs-importer").is_dir() and shutil.which("node")
-needs_js = pytest.mark.skipif(
+needs_js = pytest.mark.skipif(  # issue 4
     not HAS_JS, reason="issue 4: run `npm install --prefix tests/js` for the JS reference"
 )
 
