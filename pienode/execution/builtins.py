@@ -60,7 +60,7 @@ def make_builtins(rt: Runtime) -> dict[str, Any]:
                 raise TypeError("int() can't convert non-string with explicit base")
             r = int(x)
         else:
-            raise TypeError(f"int() argument must be a string or an integer")
+            raise TypeError("int() argument must be a string or an integer")
         return rt.check_int(r)
 
     def b_bool(x: Any = False) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from pienode.execution import runtime_tables as T
+from pienode.execution import astgen as A
 from pienode.execution.validator import parse_checked
 
 HELPERS = (
@@ -33,137 +33,6 @@ HELPERS = (
     "ne", "lt", "le", "gt", "ge", "contains", "not_contains", "chain", "slice", "delitem",
     "augsub", "star", "dstar", "ga", "mc", "mck", "kc", "fstr", "repr_", "T_int", "floordiv",
 )
-#: below this magnitude, + - * of two ints cannot leave the small-int range: inline them
-_K = 1 << 31
-_INT_RESULT_OPS = (ast.Sub, ast.FloorDiv, ast.Mod, ast.BitAnd, ast.BitOr, ast.BitXor,
-                   ast.RShift, ast.LShift, ast.Pow)
-_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Pow: "pow",
-           ast.LShift: "lshift", ast.Mod: "mod", ast.BitOr: "bitor", ast.FloorDiv: "floordiv"}
-# native: >> & ^ (linear in the operands, which are capped at max_int_bits)
-_CMPOPS = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt",
-           ast.GtE: "ge", ast.In: "contains", ast.NotIn: "not_contains"}
-
-
-def _h(name: str) -> ast.Name:
-    return ast.Name(id="_" + name, ctx=ast.Load())
-
-
-def _call(name: str, *args: ast.expr) -> ast.Call:
-    return ast.Call(func=_h(name), args=list(args), keywords=[])
-
-
-def _const(v: Any) -> ast.Constant:
-    return ast.Constant(value=v)
-
-
-def _is_small_int(node: ast.AST) -> bool:
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        node = node.operand
-    return (isinstance(node, ast.Constant) and type(node.value) is int
-            and abs(node.value) < (1 << 32))
-
-
-def _name(n: ast.Name) -> ast.Name:
-    return ast.Name(id=n.id, ctx=ast.Load())
-
-
-def _is_int_class(n: ast.Name) -> ast.expr:
-    # n.__class__ is _T_int  (no call: cheaper than the helper it avoids)
-    return ast.Compare(left=ast.Attribute(value=_name(n), attr="__class__", ctx=ast.Load()),
-                       ops=[ast.Is()], comparators=[_h("T_int")])
-
-
-def _small_int_guards(n: ast.expr) -> list[ast.expr] | None:
-    """Tests that ``n`` is an int below _K, or None if ``n`` cannot be inlined."""
-    if _is_small_int(n):
-        lit = n.operand if isinstance(n, ast.UnaryOp) else n
-        return [] if abs(getattr(lit, "value")) < _K else None
-    if isinstance(n, ast.Name):
-        return [_is_int_class(n), ast.Compare(left=_const(-_K), ops=[ast.Lt(), ast.Lt()],
-                                              comparators=[_name(n), _const(_K)])]
-    return None
-
-
-def _copy(n: ast.expr) -> ast.expr:
-    return _name(n) if isinstance(n, ast.Name) else n
-
-
-def _fast_or_helper(guards: list[ast.expr], fast: ast.expr, slow: ast.expr) -> ast.expr:
-    if not guards:
-        return fast
-    test = guards[0] if len(guards) == 1 else ast.BoolOp(op=ast.And(), values=guards)
-    return ast.IfExp(test=test, body=fast, orelse=slow)
-
-
-def _is_scalar_literal(node: ast.AST) -> bool:
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        node = node.operand
-    return isinstance(node, ast.Constant) and (
-        node.value is None or type(node.value) in (bool, int, str))
-
-
-def _int_key(k: ast.expr) -> bool:
-    """True for an (untransformed) key that is a short literal or surely not a str."""
-    if isinstance(k, ast.Constant):
-        return not (isinstance(k.value, str) and len(k.value) > 64)
-    return isinstance(k, ast.UnaryOp) or (isinstance(k, ast.BinOp)
-                                          and isinstance(k.op, _INT_RESULT_OPS))
-
-
-def _wrap_key(k: ast.expr) -> ast.expr:
-    """A subscript key, priced when it may be a long str (compared by content on a hash
-    hit, which no step would otherwise pay for)."""
-    if isinstance(k, ast.Constant) and not (isinstance(k.value, str) and len(k.value) > 64):
-        return k
-    if isinstance(k, ast.Name):
-        return ast.IfExp(test=_is_int_class(k), body=_name(k), orelse=_call("kc", _name(k)))
-    return _call("kc", k)
-
-
-# ---- static cost -------------------------------------------------------------------------
-def cost(node: ast.AST | list[Any] | None) -> int:
-    """Syntax nodes evaluated once when ``node`` runs, excluding work charged elsewhere
-    (loop bodies per iteration, function/lambda bodies per call, comprehension elements)."""
-    if node is None:
-        return 0
-    if isinstance(node, list):
-        return sum(cost(n) for n in node)
-    if isinstance(node, ast.FunctionDef):
-        return 1 + cost(node.args.defaults) + cost(node.args.kw_defaults)
-    if isinstance(node, ast.Lambda):
-        return 1 + cost(node.args.defaults) + cost(node.args.kw_defaults)
-    if isinstance(node, ast.For):
-        return 1 + cost(node.iter) + cost(node.orelse)
-    if isinstance(node, ast.While):
-        return 1 + cost(node.test) + cost(node.orelse)
-    if isinstance(node, (ast.ListComp, ast.DictComp, ast.GeneratorExp)):
-        return 1 + cost(node.generators[0].iter)
-    if isinstance(node, (ast.expr_context, ast.operator, ast.cmpop, ast.unaryop,
-                         ast.boolop)):
-        return 0
-    extra = 0
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-        extra = T.METHOD_CALL
-    elif isinstance(node, ast.FormattedValue):
-        extra = T.FSTRING_FIELD
-    return 1 + extra + sum(cost(c) for c in ast.iter_child_nodes(node))
-
-
-def _comp_costs(node: ast.ListComp | ast.DictComp) -> list[int]:
-    gens = node.generators
-    out = []
-    for i, g in enumerate(gens):
-        c = 1 + cost(g.target) + cost(g.ifs)
-        if i + 1 < len(gens):
-            c += cost(gens[i + 1].iter)
-        elif isinstance(node, ast.DictComp):
-            c += cost(node.key) + cost(node.value)
-        else:
-            c += cost(node.elt)
-        out.append(c)
-    return out
-
-
 class Instrumenter(ast.NodeTransformer):
     def __init__(self) -> None:
         self.scopes: list[str] = ["func"]  # _module itself is a function scope
@@ -173,19 +42,19 @@ class Instrumenter(ast.NodeTransformer):
         # if (_S := _S - k) < 0: _out()
         walrus = ast.NamedExpr(target=ast.Name(id="_S", ctx=ast.Store()),
                                value=ast.BinOp(left=ast.Name(id="_S", ctx=ast.Load()),
-                                               op=ast.Sub(), right=_const(max(1, k))))
-        return ast.If(test=ast.Compare(left=walrus, ops=[ast.Lt()], comparators=[_const(0)]),
-                      body=[ast.Expr(value=_call("out"))], orelse=[])
+                                               op=ast.Sub(), right=A.const(max(1, k))))
+        return ast.If(test=ast.Compare(left=walrus, ops=[ast.Lt()], comparators=[A.const(0)]),
+                      body=[ast.Expr(value=A.call("out"))], orelse=[])
 
     def _tick_expr(self, k: int) -> ast.expr:
         if self.scopes[-1] == "lambda":
-            return _call("tk", _const(max(1, k)))
+            return A.call("tk", A.const(max(1, k)))
         walrus = ast.NamedExpr(target=ast.Name(id="_S", ctx=ast.Store()),
                                value=ast.BinOp(left=ast.Name(id="_S", ctx=ast.Load()),
-                                               op=ast.Sub(), right=_const(max(1, k))))
+                                               op=ast.Sub(), right=A.const(max(1, k))))
         return ast.BoolOp(op=ast.Or(), values=[
-            ast.Compare(left=walrus, ops=[ast.GtE()], comparators=[_const(0)]),
-            _call("out")])
+            ast.Compare(left=walrus, ops=[ast.GtE()], comparators=[A.const(0)]),
+            A.call("out")])
 
     # ---- scopes -------------------------------------------------------------------------
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
@@ -195,7 +64,7 @@ class Instrumenter(ast.NodeTransformer):
         node.args.defaults = [self.visit(d) for d in node.args.defaults]
         node.args.kw_defaults = [None if d is None else self.visit(d)
                                  for d in node.args.kw_defaults]
-        k = 1 + len(node.args.args) + len(node.args.kwonlyargs) + cost(node.body)
+        k = 1 + len(node.args.args) + len(node.args.kwonlyargs) + A.cost(node.body)
         self.scopes.append("func")
         body = self._stmts(node.body)
         self.scopes.pop()
@@ -206,11 +75,11 @@ class Instrumenter(ast.NodeTransformer):
         node.args.defaults = [self.visit(d) for d in node.args.defaults]
         node.args.kw_defaults = [None if d is None else self.visit(d)
                                  for d in node.args.kw_defaults]
-        k = 1 + len(node.args.args) + cost(node.body)
+        k = 1 + len(node.args.args) + A.cost(node.body)
         self.scopes.append("lambda")
         body = self.visit(node.body)
         self.scopes.pop()
-        node.body = ast.BoolOp(op=ast.And(), values=[_call("tk", _const(k)), body])
+        node.body = ast.BoolOp(op=ast.And(), values=[A.call("tk", A.const(k)), body])
         return node
 
     @staticmethod
@@ -231,21 +100,21 @@ class Instrumenter(ast.NodeTransformer):
 
     # ---- loops --------------------------------------------------------------------------
     def visit_For(self, node: ast.For) -> ast.For:
-        k = cost(node.body) + cost(node.target)
+        k = A.cost(node.body) + A.cost(node.target)
         node.iter = self.visit(node.iter)
         node.body = [self._tick_stmt(k)] + self._stmts(node.body)
         node.orelse = self._stmts(node.orelse) if node.orelse else []
         return node
 
     def visit_While(self, node: ast.While) -> ast.While:
-        k = cost(node.body) + cost(node.test)
+        k = A.cost(node.body) + A.cost(node.test)
         node.test = self.visit(node.test)
         node.body = [self._tick_stmt(k)] + self._stmts(node.body)
         node.orelse = self._stmts(node.orelse) if node.orelse else []
         return node
 
     def _comp(self, node: ast.ListComp | ast.DictComp) -> ast.expr:
-        costs = _comp_costs(node)
+        costs = A.comp_costs(node)
         for g, k in zip(node.generators, costs):
             g.iter = self.visit(g.iter)
             g.ifs = [self._tick_expr(k)] + [self.visit(i) for i in g.ifs]
@@ -269,24 +138,24 @@ class Instrumenter(ast.NodeTransformer):
     # ---- expressions --------------------------------------------------------------------
     def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
         self.generic_visit(node)
-        name = _BINOPS.get(type(node.op))
+        name = A.BINOPS.get(type(node.op))
         if name is None:
             return node
         if name in ("add", "sub", "bitor") and (
-                _is_small_int(node.left) or _is_small_int(node.right)):
+                A.is_small_int(node.left) or A.is_small_int(node.right)):
             return node
-        slow = _call(name, node.left, node.right)
+        slow = A.call(name, node.left, node.right)
         if name in ("add", "sub", "mul"):
-            ga, gb = _small_int_guards(node.left), _small_int_guards(node.right)
+            ga, gb = A.small_int_guards(node.left), A.small_int_guards(node.right)
             if ga is not None and gb is not None:
-                fast = ast.BinOp(left=_copy(node.left), op=node.op, right=_copy(node.right))
-                return ast.copy_location(_fast_or_helper(ga + gb, fast, slow), node)
+                fast = ast.BinOp(left=A.load_copy(node.left), op=node.op, right=A.load_copy(node.right))
+                return ast.copy_location(A.fast_or_helper(ga + gb, fast, slow), node)
         if name in ("mod", "floordiv") and isinstance(node.left, ast.Name) and isinstance(
                 node.right, (ast.Name, ast.Constant)):
             # a small int dividend makes division O(1) whatever the divisor
-            fast = ast.BinOp(left=_name(node.left), op=node.op, right=_copy(node.right))
-            guards = _small_int_guards(node.left) or []
-            return ast.copy_location(_fast_or_helper(guards, fast, slow), node)
+            fast = ast.BinOp(left=A.load_name(node.left), op=node.op, right=A.load_copy(node.right))
+            guards = A.small_int_guards(node.left) or []
+            return ast.copy_location(A.fast_or_helper(guards, fast, slow), node)
         return ast.copy_location(slow, node)
 
     def visit_Compare(self, node: ast.Compare) -> ast.expr:
@@ -299,32 +168,32 @@ class Instrumenter(ast.NodeTransformer):
             elif isinstance(op, (ast.In, ast.NotIn)):
                 unsafe.append(True)
             else:
-                unsafe.append(not (_is_scalar_literal(operands[i])
-                                   or _is_scalar_literal(operands[i + 1])))
+                unsafe.append(not (A.is_scalar_literal(operands[i])
+                                   or A.is_scalar_literal(operands[i + 1])))
         if not any(unsafe):
             return node
         if len(node.ops) == 1:
-            slow = _call(_CMPOPS[type(node.ops[0])], *operands)
+            slow = A.call(A.CMPOPS[type(node.ops[0])], *operands)
             a, b = operands
             if isinstance(a, ast.Name) and isinstance(b, ast.Name) and not isinstance(
                     node.ops[0], (ast.In, ast.NotIn)):
-                fast = ast.Compare(left=_name(a), ops=node.ops, comparators=[_name(b)])
-                return ast.copy_location(_fast_or_helper(
-                    [_is_int_class(a), _is_int_class(b)], fast, slow), node)
+                fast = ast.Compare(left=A.load_name(a), ops=node.ops, comparators=[A.load_name(b)])
+                return ast.copy_location(A.fast_or_helper(
+                    [A.is_int_class(a), A.is_int_class(b)], fast, slow), node)
             return ast.copy_location(slow, node)
-        ops = ast.Tuple(elts=[_const(_CMPOPS[type(op)]) for op in node.ops], ctx=ast.Load())
-        return ast.copy_location(_call("chain", ops, *operands), node)
+        ops = ast.Tuple(elts=[A.const(A.CMPOPS[type(op)]) for op in node.ops], ctx=ast.Load())
+        return ast.copy_location(A.call("chain", ops, *operands), node)
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.expr:
-        plain_key = _int_key(node.slice)
+        plain_key = A.int_key(node.slice)
         self.generic_visit(node)
         if isinstance(node.slice, ast.Slice) and isinstance(node.ctx, ast.Load):
             s = node.slice
-            return ast.copy_location(_call(
-                "slice", node.value, s.lower or _const(None), s.upper or _const(None),
-                s.step or _const(None)), node)
+            return ast.copy_location(A.call(
+                "slice", node.value, s.lower or A.const(None), s.upper or A.const(None),
+                s.step or A.const(None)), node)
         if not isinstance(node.slice, ast.Slice) and not plain_key:
-            node.slice = _wrap_key(node.slice)
+            node.slice = A.wrap_key(node.slice)
         return node
 
     def visit_Call(self, node: ast.Call) -> ast.expr:
@@ -333,17 +202,17 @@ class Instrumenter(ast.NodeTransformer):
         for kw in node.keywords:
             v = self.visit(kw.value)
             if kw.arg is None:
-                v = _call("dstar", v)
+                v = A.call("dstar", v)
             kws.append(ast.keyword(arg=kw.arg, value=v))
         if isinstance(node.func, ast.Attribute):
             obj = self.visit(node.func.value)
             if kws:
-                kwd = ast.Dict(keys=[None if k.arg is None else _const(k.arg) for k in kws],
+                kwd = ast.Dict(keys=[None if k.arg is None else A.const(k.arg) for k in kws],
                                values=[k.value for k in kws])
-                new = ast.Call(func=_h("mck"), args=[obj, _const(node.func.attr), kwd] + args,
+                new = ast.Call(func=A.helper("mck"), args=[obj, A.const(node.func.attr), kwd] + args,
                                keywords=[])
             else:
-                new = ast.Call(func=_h("mc"), args=[obj, _const(node.func.attr)] + args,
+                new = ast.Call(func=A.helper("mc"), args=[obj, A.const(node.func.attr)] + args,
                                keywords=[])
         else:
             new = ast.Call(func=self.visit(node.func), args=args, keywords=kws)
@@ -351,22 +220,22 @@ class Instrumenter(ast.NodeTransformer):
 
     def _arg(self, a: ast.expr) -> ast.expr:
         if isinstance(a, ast.Starred):
-            return ast.Starred(value=_call("star", self.visit(a.value)), ctx=ast.Load())
+            return ast.Starred(value=A.call("star", self.visit(a.value)), ctx=ast.Load())
         return self.visit(a)
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
         self.generic_visit(node)
-        return ast.copy_location(_call("ga", node.value, _const(node.attr)), node)
+        return ast.copy_location(A.call("ga", node.value, A.const(node.attr)), node)
 
     def visit_JoinedStr(self, node: ast.JoinedStr) -> ast.expr:
         parts: list[ast.expr] = []
         for v in node.values:
             if isinstance(v, ast.FormattedValue):
                 val = self.visit(v.value)
-                parts.append(_call("repr_", val) if v.conversion == ord("r") else val)
+                parts.append(A.call("repr_", val) if v.conversion == ord("r") else val)
             else:
                 parts.append(v)
-        return ast.copy_location(_call("fstr", *parts), node)
+        return ast.copy_location(A.call("fstr", *parts), node)
 
     def visit_Tuple(self, node: ast.Tuple) -> ast.expr:
         self.generic_visit(node)
@@ -381,7 +250,7 @@ class Instrumenter(ast.NodeTransformer):
 
     def visit_Dict(self, node: ast.Dict) -> ast.expr:
         node.keys = [None if k is None else self.visit(k) for k in node.keys]
-        node.values = [_call("dstar", self.visit(v)) if k is None else self.visit(v)
+        node.values = [A.call("dstar", self.visit(v)) if k is None else self.visit(v)
                        for k, v in zip(node.keys, node.values)]
         return node
 
@@ -395,7 +264,7 @@ class Instrumenter(ast.NodeTransformer):
         node.value = self.visit(node.value)
         node.targets = [self.visit(t) for t in node.targets]
         if any(isinstance(n, ast.Starred) for t in node.targets for n in ast.walk(t)):
-            node.value = _call("star", node.value)
+            node.value = A.call("star", node.value)
         return node
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.stmt | None:
@@ -406,9 +275,9 @@ class Instrumenter(ast.NodeTransformer):
 
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.stmt:
         op = type(node.op)
-        name = {ast.Add: "iadd", ast.BitOr: "ior"}.get(op) or _BINOPS.get(op)
+        name = {ast.Add: "iadd", ast.BitOr: "ior"}.get(op) or A.BINOPS.get(op)
         node.value = self.visit(node.value)
-        if name is None or (op in (ast.Add, ast.Sub) and _is_small_int(node.value)):
+        if name is None or (op in (ast.Add, ast.Sub) and A.is_small_int(node.value)):
             node.target = self.visit(node.target)
             return node
         t = node.target
@@ -417,23 +286,23 @@ class Instrumenter(ast.NodeTransformer):
             if op in (ast.Add, ast.Sub, ast.Mult):
                 pre: list[ast.stmt] = []
                 v = node.value
-                if _small_int_guards(v) is None:
+                if A.small_int_guards(v) is None:
                     pre = [ast.copy_location(ast.Assign(
                         targets=[ast.Name(id="_t", ctx=ast.Store())], value=v), node)]
                     v = ast.Name(id="_t", ctx=ast.Load())
-                guards = (_small_int_guards(load) or []) + (_small_int_guards(v) or [])
-                fast = ast.BinOp(left=_name(load), op=node.op, right=_copy(v))
-                value = _fast_or_helper(guards, fast, _call(name, _name(load), _copy(v)))
+                guards = (A.small_int_guards(load) or []) + (A.small_int_guards(v) or [])
+                fast = ast.BinOp(left=A.load_name(load), op=node.op, right=A.load_copy(v))
+                value = A.fast_or_helper(guards, fast, A.call(name, A.load_name(load), A.load_copy(v)))
                 assign = ast.Assign(targets=[ast.Name(id=t.id, ctx=ast.Store())], value=value)
                 return pre + [ast.copy_location(assign, node)]  # type: ignore[return-value]
             new: ast.stmt = ast.Assign(targets=[ast.Name(id=t.id, ctx=ast.Store())],
-                                       value=_call(name, load, node.value))
+                                       value=A.call(name, load, node.value))
         else:  # Subscript (the validator refuses attribute and slice targets)
             assert isinstance(t, ast.Subscript)
-            plain = _int_key(t.slice)
+            plain = A.int_key(t.slice)
             key = self.visit(t.slice)
-            new = ast.Expr(value=_call("augsub", self.visit(t.value),
-                                       key if plain else _wrap_key(key), _const(name),
+            new = ast.Expr(value=A.call("augsub", self.visit(t.value),
+                                       key if plain else A.wrap_key(key), A.const(name),
                                        node.value))
         return ast.copy_location(new, node)
 
@@ -441,10 +310,10 @@ class Instrumenter(ast.NodeTransformer):
         out: list[ast.stmt] = []
         for t in node.targets:
             if isinstance(t, ast.Subscript):
-                plain = _int_key(t.slice)
+                plain = A.int_key(t.slice)
                 key = self.visit(t.slice)
-                out.append(ast.copy_location(ast.Expr(value=_call(
-                    "delitem", self.visit(t.value), key if plain else _wrap_key(key))),
+                out.append(ast.copy_location(ast.Expr(value=A.call(
+                    "delitem", self.visit(t.value), key if plain else A.wrap_key(key))),
                     node))
             else:
                 out.append(ast.copy_location(ast.Delete(targets=[self.visit(t)]), node))
@@ -456,19 +325,19 @@ def instrument(tree: ast.Module, entries: tuple[str, ...]) -> ast.Module:
     body = Instrumenter()._stmts(tree.body)
     head: list[ast.stmt] = [
         ast.Assign(targets=[ast.Name(id="_S", ctx=ast.Store())],
-                   value=ast.Attribute(value=_h("rt"), attr="steps", ctx=ast.Load())),
+                   value=ast.Attribute(value=A.helper("rt"), attr="steps", ctx=ast.Load())),
     ]
     head.append(ast.Assign(
         targets=[ast.Tuple(elts=[ast.Name(id="_" + h, ctx=ast.Store()) for h in HELPERS],
                            ctx=ast.Store())],
-        value=ast.Attribute(value=_h("rt"), attr="helpers", ctx=ast.Load())))
+        value=ast.Attribute(value=A.helper("rt"), attr="helpers", ctx=ast.Load())))
     # _rt.bind((lambda: _S).__closure__[0]) hands the runtime the counter's cell.
     cell = ast.Subscript(value=ast.Attribute(
         value=ast.Lambda(args=_no_args(), body=ast.Name(id="_S", ctx=ast.Load())),
-        attr="__closure__", ctx=ast.Load()), slice=_const(0), ctx=ast.Load())
+        attr="__closure__", ctx=ast.Load()), slice=A.const(0), ctx=ast.Load())
     head.append(ast.Expr(value=ast.Call(func=ast.Attribute(
-        value=_h("rt"), attr="bind", ctx=ast.Load()), args=[cell], keywords=[])))
-    ret = ast.Return(value=ast.Dict(keys=[_const(e) for e in entries],
+        value=A.helper("rt"), attr="bind", ctx=ast.Load()), args=[cell], keywords=[])))
+    ret = ast.Return(value=ast.Dict(keys=[A.const(e) for e in entries],
                                     values=[ast.Name(id=e, ctx=ast.Load()) for e in entries]))
     fn = ast.FunctionDef(name="_module", args=ast.arguments(
         posonlyargs=[], args=[ast.arg(arg="_rt")], vararg=None, kwonlyargs=[],
