@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pienode.api.download import add_download_routes
 from pienode.api.render import block_json, jsonable, receipt_json
 from pienode.api.sharing import add_sharing_routes
 from pienode.crypto.keys import PublicKey
@@ -354,6 +355,7 @@ def make_app(node: Node) -> web.Application:
     app.router.add_post("/users/register", register)
     app.router.add_get("/users/{user_id}", get_user)
     app.router.add_get("/records/{record_id}", get_record)
+    add_download_routes(app)
     add_sharing_routes(app)
     app.router.add_get("/contracts", list_contracts)
     app.router.add_post("/contracts/{name}/call", contract_call)

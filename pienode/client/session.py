@@ -30,6 +30,14 @@ def saw_height(chain_id: str, height: int) -> None:
     _seen[chain_id] = max(_seen.get(chain_id, 0), height)
 
 
+def record_from_json(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record as the node's JSON gives it, with its key fields as bytes."""
+    for k in ("capsule", "delegating_key", "verifying_key"):
+        rec[k] = bytes.fromhex(rec[k])
+    rec["sealed_keys"] = {u: bytes.fromhex(v) for u, v in rec["sealed_keys"].items()}
+    return rec
+
+
 class Refused(PieError):
     """The chain refused what the user asked (a deterministic, recorded refusal)."""
 
@@ -98,10 +106,7 @@ class Session:
             if exc.status == 404:
                 raise ValidationError(f"no record {record_id}") from None
             raise
-        for k in ("capsule", "delegating_key", "verifying_key"):
-            rec[k] = bytes.fromhex(rec[k])
-        rec["sealed_keys"] = {u: bytes.fromhex(v) for u, v in rec["sealed_keys"].items()}
-        return rec
+        return record_from_json(rec)
 
     async def submit(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """Sign, submit, wait for the commit; returns the receipt's result.

@@ -21,6 +21,39 @@ from pienode.crypto.stream import (
     encrypt_stream,
     read_aligned,
 )
+from pienode.errors import CryptoError
+from pienode.files.unixfs import DagBuilder, Rechunker
+
+
+class ContentMismatch(CryptoError):
+    """The bytes a node served do not hash to the CID the chain records for them."""
+
+
+class CidCheck:
+    """Rebuilds a file's CID from its bytes as they arrive, the way the node's ingest
+    builds it (raw leaves of 256 KiB, kubo's balanced DAG), so the client trusts no node
+    for the integrity of what it downloads: the chain gives the CID."""
+
+    __slots__ = ("expected", "_chunker", "_builder")
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+        self._chunker = Rechunker()
+        self._builder = DagBuilder()
+
+    def feed(self, piece: bytes | memoryview) -> None:
+        for leaf in self._chunker.feed(piece):
+            self._builder.add_leaf(leaf)
+
+    def check(self) -> None:
+        """Raises: ContentMismatch: the bytes fed do not make the expected CID."""
+        tail = self._chunker.flush()
+        if tail is not None:
+            self._builder.add_leaf(tail)
+        cid, _, _ = self._builder.finish()
+        if str(cid) != self.expected:
+            raise ContentMismatch("the node served bytes that do not match the record's CID",
+                                  expected=self.expected, got=str(cid))
 
 
 
@@ -67,9 +100,14 @@ def encrypted_size(path: Path) -> int:
 
 
 async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
-                          progress: Progress | None = None) -> int:
+                          progress: Progress | None = None, *, expect_cid: str | None = None) -> int:
     """Decrypt ``pieces`` into ``out``: written to a temporary file beside it and renamed
-    only once every chunk authenticated; on any failure nothing is left behind.
+    only once every chunk authenticated (and, with ``expect_cid``, the ciphertext hashed to
+    that CID); on any failure nothing is left behind.
+
+    Raises:
+        StreamError: a chunk failed authentication, or the stream is cut or malformed.
+        ContentMismatch: the ciphertext does not make ``expect_cid``.
 
     Decryption runs inline (AES-GCM takes ~70 µs per 256 KiB chunk): a chunk is decrypted
     as soon as a byte beyond it arrives, so only the last one is decrypted as final.
@@ -82,7 +120,10 @@ async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
         with os.fdopen(fd, "wb") as f:
             buf = bytearray()
             dec: StreamDecryptor | None = None
+            check = CidCheck(expect_cid) if expect_cid is not None else None
             async for piece in pieces:
+                if check is not None:
+                    check.feed(piece)
                 buf += piece
                 if progress:
                     progress.add(len(piece))
@@ -104,6 +145,8 @@ async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
             if dec is None:
                 raise StreamError("truncated stream header")
             plain = dec.decrypt_chunk(bytes(buf), True)
+            if check is not None:
+                check.check()
             f.write(plain)
             written += len(plain)
         os.replace(tmp, out)

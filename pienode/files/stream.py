@@ -30,6 +30,7 @@ from pienode.files.unixfs import DagBuilder, Rechunker
 BATCH_CHUNKS = 16  # 4 MiB per worker-thread hand-off
 READ_BATCH = 8  # leaves per read hand-off (2 MiB)
 PIPELINE = 3  # ingest batches in flight (hashing or writing)
+SMALL_FILE = 8 << 20  # whole files up to this size are read in one worker-thread hop
 READ_AHEAD = 2  # read batches loading at once
 
 
@@ -130,27 +131,21 @@ async def ingest(
 
 
 async def _get_blocks(
-    store: PackStore, cids: list[CID], source: BlockSource | None
-) -> list[bytes]:
-    """Verified blocks, repairing what is missing or damaged here from ``source``."""
+    store: PackStore, cids: list[CID], source: BlockSource | None, verify: bool = True
+) -> list[bytes | memoryview]:
+    """Blocks, repairing what is missing or damaged here from ``source``; verified against
+    their CIDs unless ``verify`` is False (the caller checks them itself)."""
+    out, damaged = await asyncio.to_thread(store.get_blocks, cids, verify=verify)
+    return await _repair(store, cids, out, len(damaged), source)
 
-    def local() -> tuple[list[bytes | None], list[int], int]:
-        out: list[bytes | None] = []
-        bad: list[int] = []
-        damaged = 0
-        for i, cid in enumerate(cids):
-            try:
-                out.append(store.get_block(cid))
-            except BlockMissing:
-                out.append(None)
-                bad.append(i)
-            except BlockDamaged:
-                out.append(None)
-                bad.append(i)
-                damaged += 1
-        return out, bad, damaged
 
-    out, bad, damaged = await asyncio.to_thread(local)
+async def _repair(
+    store: PackStore, cids: list[CID], out: list[bytes | memoryview | None], damaged: int,
+    source: BlockSource | None,
+) -> list[bytes | memoryview]:
+    """``out`` (blocks read here, None where missing or damaged) completed from ``source``;
+    what the source supplied is verified and stored in place of the bad copies."""
+    bad = [i for i, b in enumerate(out) if b is None]
     if bad:
         wanted = [cids[i] for i in bad]
         got = await source.fetch_blocks(wanted) if source is not None else {}
@@ -203,8 +198,11 @@ async def read(
     end: int | None = None,
     *,
     source: BlockSource | None = None,
-) -> AsyncIterator[bytes]:
+    verify: bool = True,
+) -> AsyncIterator[bytes | memoryview]:
     """The bytes [start, end) of the file rooted at ``cid`` (``end`` None: to its end).
+    Leaves are checked against their CIDs unless ``verify`` is False (for a caller that
+    checks every byte itself); internal DAG nodes always are.
 
     Raises (while iterating):
         BlockMissing / BlockDamaged: a block neither here nor at any peer.
@@ -230,8 +228,8 @@ async def read(
                 exhausted = True
         return items
 
-    async def load(items: list[tuple[CID, int, int, int]]) -> list[bytes]:
-        blocks = await _get_blocks(store, [c for c, _, _, _ in items], source)
+    async def load(items: list[tuple[CID, int, int, int]]) -> list[bytes | memoryview]:
+        blocks = await _get_blocks(store, [c for c, _, _, _ in items], source, verify)
         out = []
         for (_c, expected, lo, hi), data in zip(items, blocks):
             if expected >= 0 and len(data) != expected:
@@ -241,7 +239,7 @@ async def read(
 
     # Batches load in worker threads READ_AHEAD at a time (hashing on both cores) while the
     # caller consumes the oldest; the DAG walk itself stays sequential.
-    ahead: deque[asyncio.Task[list[bytes]]] = deque()
+    ahead: deque[asyncio.Task[list[bytes | memoryview]]] = deque()
     try:
         while True:
             while len(ahead) < READ_AHEAD:
@@ -258,6 +256,66 @@ async def read(
             task.cancel()
         await asyncio.gather(*ahead, return_exceptions=True)
         await leaves.aclose()
+
+
+def _small_file(
+    store: PackStore, root: CID, verify: bool
+) -> tuple[int, list[CID], list[int], list[bytes | memoryview | None], int] | None:
+    """What ``read_all`` reads in one worker-thread hop: a file of at most ``SMALL_FILE``
+    bytes whose root is here and links straight to raw leaves. Returns (size, leaf CIDs,
+    their lengths, the leaves read here (None: missing or damaged), damaged count), or None
+    when the general path must serve it."""
+    try:
+        size = store.file_size(root)
+    except (BlockMissing, BlockDamaged):
+        return None
+    if size > SMALL_FILE:
+        return None
+    if root.codec == RAW:
+        cids, lengths = [root], [size]
+    else:
+        try:
+            links = decode_node(store.get_block(root)).links
+        except (BlockMissing, BlockDamaged):
+            return None
+        if any(link.cid.codec != RAW for link in links):
+            return None
+        cids, lengths = [link.cid for link in links], [link.filesize for link in links]
+        if sum(lengths) != size:
+            raise DagError("the root's links do not add up to the file size")
+    blocks, damaged = store.get_blocks(cids, verify=verify)
+    return size, cids, lengths, blocks, len(damaged)
+
+
+async def read_all(
+    store: PackStore, cid: CID | str, *, source: BlockSource | None = None, verify: bool = True
+) -> tuple[int, AsyncIterator[bytes | memoryview]]:
+    """The size of the file rooted at ``cid`` and an iterator over all its bytes.
+
+    A small file (up to ``SMALL_FILE``, one level of raw leaves, the common EMR record) is
+    read at once, in one worker-thread hop with one ``pread`` per run of adjacent leaves;
+    anything else streams through ``read``. ``verify`` as in ``read``.
+
+    Raises:
+        BlockMissing / BlockDamaged: the root, or (small files) a leaf, neither here nor at
+            any peer; for larger files, ``read``'s errors while iterating.
+    """
+    root = cid if isinstance(cid, CID) else CID.parse(cid)
+    small = await asyncio.to_thread(_small_file, store, root, verify)
+    if small is None:
+        size = await stat(store, root, source=source)
+        return size, read(store, root, 0, size, source=source, verify=verify)
+    size, cids, lengths, found, damaged = small
+    blocks = await _repair(store, cids, found, damaged, source)
+    if any(len(b) != n for b, n in zip(blocks, lengths)):
+        raise DagError("leaf length differs from its link's size")
+
+    async def pieces() -> AsyncIterator[bytes | memoryview]:
+        for b in blocks:
+            if len(b):
+                yield b
+
+    return size, pieces()
 
 
 async def stat(store: PackStore, cid: CID | str, *, source: BlockSource | None = None) -> int:

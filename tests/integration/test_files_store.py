@@ -63,13 +63,18 @@ async def test_ranges_return_exact_bytes(store: PackStore, start: int, end: int)
 async def test_range_reads_only_needed_leaves(store: PackStore) -> None:
     info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
     seen: list[CID] = []
-    orig = store.get_block
+    orig, orig_many = store.get_block, store.get_blocks
 
     def spy(cid: CID) -> bytes:
         seen.append(cid)
         return orig(cid)
 
+    def spy_many(cids: list[CID], *, verify: bool = True) -> tuple[list[bytes | memoryview | None], list[int]]:
+        seen.extend(cids)
+        return orig_many(cids, verify=verify)
+
     store.get_block = spy  # type: ignore[method-assign]
+    store.get_blocks = spy_many  # type: ignore[method-assign]
     assert await _read_all(store, info.cid, 2 * CHUNK_SIZE + 5, 2 * CHUNK_SIZE + 9) == DATA[
         2 * CHUNK_SIZE + 5 : 2 * CHUNK_SIZE + 9
     ]
@@ -285,3 +290,63 @@ async def test_same_new_content_uploaded_concurrently_counts_once(store: PackSto
     st = store.stats()
     assert st.blocks == 7 and st.pack_bytes == st.bytes_stored
     assert await _read_all(store, infos[0].cid) == data
+
+
+async def test_get_blocks_reads_adjacent_leaves_at_once_and_checks_each(store: PackStore) -> None:
+    info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    leaves = [cid_of_bytes(DATA[i : i + CHUNK_SIZE]) for i in range(0, len(DATA), CHUNK_SIZE)]
+    reads: list[int] = []
+    orig = store._read_at
+
+    def spy(pack: int, off: int, n: int) -> bytes | None:
+        reads.append(n)
+        return orig(pack, off, n)
+
+    store._read_at = spy  # type: ignore[method-assign]
+    missing = CID.parse(str(cid_of_bytes(b"not stored")))
+    blocks, damaged = store.get_blocks([leaves[0], missing, *leaves[1:], leaves[0]])
+    assert blocks[1] is None and damaged == []
+    assert b"".join(b for b in blocks[:-1] if b is not None) == DATA  # type: ignore[misc]
+    assert bytes(blocks[-1]) == DATA[:CHUNK_SIZE]  # type: ignore[arg-type]
+    assert len(reads) == 3  # leaf 0; leaves 1..5 back to back; leaf 0 again
+    assert await stat(store, info.cid) == len(DATA)
+
+
+async def test_damaged_leaf_is_only_served_unchecked_to_a_client_that_checks(store: PackStore) -> None:
+    from pienode.files.stream import read_all
+
+    info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    leaf = cid_of_bytes(DATA[CHUNK_SIZE : 2 * CHUNK_SIZE])
+    _damage_one_byte(store, leaf)
+    blocks, damaged = store.get_blocks([leaf])
+    assert blocks == [None] and damaged == [0]
+    with pytest.raises(BlockDamaged):  # checked: never handed out
+        await read_all(store, info.cid)
+    with pytest.raises(BlockDamaged):
+        await _read_all(store, info.cid)
+    # Unchecked (the client rebuilds the CID itself): the stored bytes, damage and all, for
+    # the client to catch; the small-file path and the streaming path alike.
+    for small in (True, False):
+        if small:
+            size, pieces = await read_all(store, info.cid, verify=False)
+        else:
+            size, pieces = len(DATA), read(store, info.cid, verify=False)
+        got = b"".join([bytes(p) async for p in pieces])
+        assert size == len(got) == len(DATA) and got != DATA
+        assert cid_of_bytes(got) != CID.parse(info.cid)
+
+
+async def test_read_all_small_and_large_files(store: PackStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pienode.files import stream
+    from pienode.files.stream import read_all
+
+    info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    tiny = await ingest(store, _pieces(b"x" * 10), max_bytes=1 << 30)
+    empty = await ingest(store, _pieces(b""), max_bytes=1 << 30)
+    for limit in (stream.SMALL_FILE, 1000):  # one hop at once, or streamed
+        monkeypatch.setattr(stream, "SMALL_FILE", limit)
+        for cid, want in ((info.cid, DATA), (tiny.cid, b"x" * 10), (empty.cid, b"")):
+            size, pieces = await read_all(store, cid)
+            assert size == len(want) and b"".join([bytes(p) async for p in pieces]) == want
+    with pytest.raises(BlockMissing):
+        await read_all(store, str(cid_of_bytes(b"nowhere")))

@@ -1,0 +1,77 @@
+"""``GET /records/{record_id}/content``: a record and its stored ciphertext in one round trip.
+
+A download used to be two: ``GET /records/{id}`` for the keys and the CID, then
+``GET /files/{cid}``. Here the node answers both at once, so the client opens the record's
+keys while the ciphertext is still arriving.
+
+Answer (``Content-Type: application/vnd.pie.record-content``)::
+
+    u32 BE n || n bytes: the record as GET /records/{id} gives it (JSON) || the file at its CID
+
+Who may ask: the same as ``GET /files/{cid}`` (the node's own host, or a request signed by a
+registered user); the ciphertext opens only with keys sealed in the record.
+
+Owns: this route and its framing. Must never: serve a byte that it has not checked against
+the record's CID unless the client said it checks them itself (``X-Pie-Verify: client``,
+as on ``GET /files``), or read a large file into memory (only small ones are read at once).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from aiohttp import web
+
+from pienode.api.render import jsonable
+from pienode.errors import NotFound, ValidationError
+from pienode.files.cid import CID, CidError
+from pienode.files.http import (
+    RESPONSE_STARTED,
+    VERIFY_CLIENT,
+    VERIFY_HEADER,
+    write_pieces,
+)
+from pienode.files.stream import read_all
+from pienode.ledger import keys
+
+CONTENT_TYPE = "application/vnd.pie.record-content"
+LENGTH = struct.Struct(">I")
+
+
+def _node(request: web.Request) -> Any:
+    from pienode.api.app import NODE
+
+    return request.app[NODE]
+
+
+async def get_record_content(request: web.Request) -> web.StreamResponse:
+    from pienode.api.app import is_local
+
+    node = _node(request)
+    if not is_local(request):
+        node.request_verifier.verify(request.headers, request.method, request.path_qs, None, node.user_key)
+    record_id = request.match_info["record_id"]
+    rec = node.ledger.state(keys.record_key(record_id))
+    if rec is None:
+        raise NotFound("unknown record", record_id=record_id)
+    try:
+        cid = CID.parse(rec["cid"])
+    except CidError:
+        raise ValidationError("the record names a malformed CID", record_id=record_id) from None
+    head = json.dumps(jsonable(rec), separators=(",", ":")).encode()
+    verify = request.headers.get(VERIFY_HEADER) != VERIFY_CLIENT
+    size, pieces = await read_all(node.files.store, cid, source=node.files.exchange, verify=verify)
+    resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "ETag": f'"{cid}"'})
+    resp.content_length = LENGTH.size + len(head) + size
+    request[RESPONSE_STARTED] = True  # an error past here must cut the connection
+    await resp.prepare(request)
+    await resp.write(LENGTH.pack(len(head)) + head)
+    await write_pieces(resp, pieces, cid)
+    await resp.write_eof()
+    return resp
+
+
+def add_download_routes(app: web.Application) -> None:
+    app.router.add_get("/records/{record_id}/content", get_record_content)
