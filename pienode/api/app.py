@@ -341,7 +341,7 @@ def make_app(node: Node) -> web.Application:
         lambda: node.files.store,
         max_bytes=node.cfg.files.max_upload_bytes,
         source_getter=lambda: node.files.exchange,
-        on_ingested=node.files.on_ingested,
+        replication=node.files,
     )
     add_file_admin_routes(app, lambda: node.files.store, node.files.referenced_cids)
     app.router.add_get("/health", health)

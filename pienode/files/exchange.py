@@ -6,10 +6,12 @@ Owns: the files channel's messages (canonical msgpack, see ``pienode.encoding``)
 - ``{"op": "has", "cids": [...]}`` -> ``{"have": [bool]}``;
 - ``{"op": "replicate", "root": cid bytes, "size": n}`` -> ``{"ok": bool, "error"?: str}``:
   the receiver pulls the whole DAG (from the sender and any other peer) and answers once it
-  is durable, so the sender can count the copies before acknowledging an upload.
+  is durable, so the sender can count the copies before acknowledging an upload;
+- push frames, ``push-commit`` and ``push-abort``: an upload streamed to the acknowledging
+  hospitals while it is ingested (``pienode.files.push``, which owns their format).
 
-Pull-only transfer keeps trust simple: every block is verified against the CID that asked
-for it before it is used or stored, whoever sent it.
+Trust stays simple: every block is verified against its CID before it is used or stored,
+whoever sent it, whether asked for (pull) or pushed.
 
 Must never: use or store an unverified block, hold more than a window of leaves of one file
 in memory, or let a peer's malformed message raise into the caller (it is answered with an
@@ -22,12 +24,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pienode.encoding import pack, unpack
 from pienode.errors import FileStoreError, PieError
 from pienode.files.cid import CID, DAG_PB
 from pienode.files.dagpb import decode_node
+from pienode.files.push import PUSH_MAGIC, PushConfig, PushReceiver, PushReplication
 from pienode.files.store import BlockDamaged, BlockMissing, FileInfo, PackStore
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,10 @@ PeersFn = Callable[[], Sequence[str]]
 @dataclass(frozen=True, slots=True)
 class ExchangeConfig:
     """Attributes:
-    blocks_per_request: CIDs asked of one peer in one request (8 x 256 KiB = 2 MiB).
+    blocks_per_request: CIDs asked of one peer in one request (8 x 256 KiB = 2 MiB). A
+        peer answers at most ``MAX_RESPONSE_BYTES`` of blocks and None past that budget,
+        which reads as "not held here": more than 12 full blocks per request would send the
+        rest to peers that lack them ("block at no reachable peer").
     requests_per_peer: requests in flight to one peer at once.
     window_blocks: leaves of one file fetched before they are written (bounds memory).
     replication: peers asked to hold a copy of each new upload (besides this node).
@@ -59,6 +65,7 @@ class ExchangeConfig:
     replication: int = 3
     timeout: float = 30.0
     replicate_timeout: float = 600.0
+    push: PushConfig = field(default_factory=PushConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,17 +142,29 @@ class BlockExchange:
         self.blocks_fetched = 0
         self.bad_blocks_from_peers = 0
         self.peer_failures = 0
+        self.pushes = PushReceiver(store, lambda cids, prefer: self.fetch_blocks(cids, prefer=prefer),
+                                   self.cfg.push)
 
     # -- serve side -------------------------------------------------------------------
 
     async def handle_request(self, peer_id: str, payload: bytes) -> bytes:
         """The files-channel request handler to register with the peer network."""
         try:
+            if payload[:1] == bytes((PUSH_MAGIC,)):
+                return await self.pushes.on_push(peer_id, payload)
             msg = unpack(payload)
-            if isinstance(msg, dict) and msg.get("op") == "replicate":
+            op = msg.get("op") if isinstance(msg, dict) else None
+            if op == "replicate":
                 root = CID.from_bytes(msg["root"])
                 await self.fetch_dag(root, prefer=[peer_id])
                 return pack({"ok": True})
+            if op == "push-commit":
+                size = msg["size"]
+                if not isinstance(size, int) or size < 0 or not isinstance(msg["sid"], bytes):
+                    raise FileStoreError("malformed push-commit")
+                return await self.pushes.on_commit(peer_id, msg["sid"], CID.from_bytes(msg["root"]), size)
+            if op == "push-abort":
+                return await self.pushes.on_abort(peer_id, msg["sid"])
             return await handle_request(self.store, payload)
         except PieError as exc:
             log.info("files request from %s refused: %s", peer_id, exc.message)
@@ -289,9 +308,10 @@ class BlockExchange:
             lost = [c for c in missing if c not in got]
             if lost:
                 raise BlockMissing("block at no reachable peer", cid=str(lost[0]))
-            # replace: some were present but damaged, and must be overwritten, not deduped.
+            # _ask verified each against its CID: store without hashing again. replace:
+            # some were present but damaged, and must be overwritten, not deduped.
             await asyncio.to_thread(
-                lambda: store.put_blocks([(c, got[c]) for c in missing], replace=True)
+                lambda: store.put_verified([(c, got[c]) for c in missing], replace=True)
             )
             for c in missing:
                 have[c] = got[c] if c.codec == DAG_PB else b""
@@ -299,11 +319,17 @@ class BlockExchange:
 
     # -- replication ------------------------------------------------------------------
 
-    async def replicate(self, info: FileInfo, k: int | None = None) -> ReplicationResult:
-        """Ask ``k`` peers (default: the configured replication factor) to pull the file;
-        returns which confirmed a durable copy. More peers are tried if some fail."""
+    def push_to(self, peers: Sequence[str]) -> PushReplication:
+        """A push of one new upload to ``peers`` (pass it to ``ingest`` as its sink)."""
+        return PushReplication(self._request, [p for p in peers if p != self.node_id], self.cfg.push)
+
+    async def replicate(self, info: FileInfo, k: int | None = None, *,
+                        exclude: Sequence[str] = ()) -> ReplicationResult:
+        """Ask ``k`` peers (default: the configured replication factor) not in ``exclude``
+        to pull the file; returns which confirmed a durable copy. More peers are tried if
+        some fail."""
         want = self.cfg.replication if k is None else k
-        peers = [p for p in self._peers() if p != self.node_id]
+        peers = [p for p in self._peers() if p != self.node_id and p not in exclude]
         payload = pack({"op": "replicate", "root": CID.parse(info.cid).to_bytes(), "size": info.size})
         confirmed: list[str] = []
         failed: list[str] = []

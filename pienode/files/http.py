@@ -16,13 +16,14 @@ import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Protocol
 
 from aiohttp import BodyPartReader, web
 
 from pienode.errors import EncodingError, PieError
 from pienode.files.cid import CID, CidError
 from pienode.files.store import DEFAULT_GRACE_SECONDS, BlockMissing, FileInfo, PackStore
-from pienode.files.stream import BlockSource, ingest, read, read_all, stat
+from pienode.files.stream import BlockSource, IngestSink, ingest, read, read_all, stat
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,20 @@ SourceGetter = Callable[[], BlockSource | None]
 #: Called with a fresh upload before it is acknowledged (replication to peers); raising
 #: turns the upload into an error response (the file stays stored locally).
 IngestHook = Callable[[FileInfo], Awaitable[None]]
+
+
+class UploadReplication(Protocol):
+    """Copies of an upload made while it streams in (the node's ``FileService``)."""
+
+    async def open_upload(self) -> IngestSink | None:
+        """A sink that receives the upload's blocks as they are stored (None: no push)."""
+        ...
+
+    async def acknowledge(self, info: FileInfo, sink: IngestSink | None) -> None:
+        """Return only once enough hospitals hold ``info`` durably; raise otherwise (the
+        upload then gets an error response; the file stays stored locally)."""
+        ...
+
 
 #: Set once a response's headers are sent: an error after that must cut the connection.
 RESPONSE_STARTED: "web.RequestKey[bool] | str" = (
@@ -128,6 +143,7 @@ def add_file_routes(
     max_bytes: int = DEFAULT_MAX_BYTES,
     source_getter: SourceGetter | None = None,
     on_ingested: IngestHook | None = None,
+    replication: UploadReplication | None = None,
 ) -> None:
     """Register ``POST /files``, ``GET /files/{cid}`` and ``HEAD /files/{cid}`` on ``app``.
 
@@ -137,24 +153,29 @@ def add_file_routes(
         max_bytes: largest upload accepted; larger ones get 413 and leave nothing behind.
         source_getter: returns the peer exchange used to serve files or blocks this node
             lacks (None: serve only what is local).
-        on_ingested: awaited before an upload is acknowledged (replication).
+        on_ingested: awaited before an upload is acknowledged (replication after ingest).
+        replication: copies made while the upload streams in, and the acknowledgement's
+            condition (takes the place of ``on_ingested``).
     """
 
     async def post_file(request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > max_bytes:
             return _error(413, f"upload exceeds the maximum of {max_bytes} bytes")
         store = store_getter()
+        sink = await replication.open_upload() if replication is not None else None
         try:
-            info = await ingest(store, _body_pieces(request), max_bytes)
+            info = await ingest(store, _body_pieces(request), max_bytes, sink=sink)
         except PieError as exc:
             return _from_exc(exc)
         except (ValueError, AssertionError) as exc:  # malformed multipart framing
             return _error(400, f"malformed upload: {exc}")
-        if on_ingested is not None:
-            try:
+        try:
+            if replication is not None:
+                await replication.acknowledge(info, sink)
+            elif on_ingested is not None:
                 await on_ingested(info)
-            except PieError as exc:
-                return _from_exc(exc)
+        except PieError as exc:
+            return _from_exc(exc)
         return web.json_response({"cid": info.cid, "size": info.size})
 
     async def get_file(request: web.Request) -> web.StreamResponse:

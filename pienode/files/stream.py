@@ -1,11 +1,13 @@
 """Streaming ingest and read of whole files over the block store, in bounded memory.
 
-Owns: turning an async byte stream into a stored, durable DAG (``ingest``) and walking a
-DAG to serve a byte range (``read``), repairing missing or damaged blocks from a
-``BlockSource`` (the peer exchange) on the way.
+Owns: turning an async byte stream into a stored, durable DAG (``ingest``), handing each
+block to an ``IngestSink`` as it is stored (the push to replicas, ``pienode.files.push``),
+and walking a DAG to serve a byte range (``read``), repairing missing or damaged blocks
+from a ``BlockSource`` (the peer exchange) on the way.
 
 Memory: ingest holds at most ``PIPELINE`` + 1 batches of ``BATCH_CHUNKS`` chunks (hashing or
-being written in worker threads, plus the one being received) and the builder's link records; read holds one
+being written in worker threads, plus the one being received), the builder's link records
+and what the sink has in flight; read holds one
 batch being served and one read ahead. Hashing and disk I/O run in worker threads in
 batches big enough that the hand-off cost is negligible, so the event loop keeps answering.
 
@@ -18,13 +20,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Sequence,
+)
 from typing import Protocol
 
 from pienode.errors import TooLarge
 from pienode.files.cid import CID, DAG_PB, RAW
 from pienode.files.dagpb import DagError, decode_node
-from pienode.files.store import BlockDamaged, BlockMissing, FileInfo, PackStore, PackWriter
+from pienode.files.store import (
+    BlockDamaged,
+    BlockMissing,
+    FileInfo,
+    PackStore,
+    PackWriter,
+)
 from pienode.files.unixfs import DagBuilder, Rechunker
 
 BATCH_CHUNKS = 16  # 4 MiB per worker-thread hand-off
@@ -32,6 +46,24 @@ READ_BATCH = 8  # leaves per read hand-off (2 MiB)
 PIPELINE = 3  # ingest batches in flight (hashing or writing)
 SMALL_FILE = 8 << 20  # whole files up to this size are read in one worker-thread hop
 READ_AHEAD = 2  # read batches loading at once
+
+
+class IngestSink(Protocol):
+    """Receives every block of an upload while it is ingested (each block's CID was computed
+    here from its bytes): the push to the acknowledging hospitals."""
+
+    async def send(self, blocks: Sequence[tuple[CID, bytes | memoryview]]) -> None:
+        """Take the blocks (copy what is kept: views die after the call); may wait for
+        room (back-pressure on the upload). Never raises for a peer's failure."""
+        ...
+
+    async def finish(self, root: CID, size: int) -> tuple[str, ...]:
+        """Every block was sent: make the copies durable; returns who confirmed."""
+        ...
+
+    async def abort(self) -> None:
+        """The upload failed: drop whatever was sent."""
+        ...
 
 
 class BlockSource(Protocol):
@@ -46,35 +78,45 @@ def _hash_leaves(leaves: list[bytes | memoryview]) -> list[bytes]:
     return [hashlib.sha256(leaf).digest() for leaf in leaves]
 
 
-def _write_leaves(
-    w: PackWriter, builder: DagBuilder, leaves: list[bytes | memoryview], digests: list[bytes]
-) -> None:
+Blocks = list[tuple[CID, "bytes | memoryview"]]
+
+
+def _link(builder: DagBuilder, leaves: list[bytes | memoryview], digests: list[bytes]) -> Blocks:
+    """The leaves as blocks, with the internal nodes they complete, in file order (cheap:
+    the hashing is done; a node is encoded once per 174 leaves)."""
+    out: Blocks = []
     for leaf, digest in zip(leaves, digests):
         cid = CID(RAW, digest)
-        w.put(cid, leaf)
-        for node_cid, block in builder.add_leaf_cid(cid, len(leaf)):
-            w.put(node_cid, block)
+        out.append((cid, leaf))
+        out += builder.add_leaf_cid(cid, len(leaf))
+    return out
 
 
-def _finish(w: PackWriter, builder: DagBuilder) -> tuple[CID, int]:
-    root, size, blocks = builder.finish()
-    for cid, block in blocks:
-        w.put(cid, block)
+def _write(w: PackWriter, blocks: Sequence[tuple[CID, bytes | memoryview]]) -> None:
+    for cid, data in blocks:
+        w.put(cid, data)
+
+
+def _commit(w: PackWriter, blocks: Sequence[tuple[CID, bytes | memoryview]], root: CID, size: int) -> None:
+    _write(w, blocks)
     w.commit(root, size)
-    return root, size
 
 
 async def ingest(
-    store: PackStore, chunks: AsyncIterable[bytes], max_bytes: int
+    store: PackStore, chunks: AsyncIterable[bytes], max_bytes: int, *, sink: IngestSink | None = None
 ) -> FileInfo:
-    """Store the bytes of ``chunks`` as one file; returns its CID once durable.
+    """Store the bytes of ``chunks`` as one file; returns its CID once durable here (and,
+    with a ``sink``, once the sink's copies were asked to commit: see ``sink.finish``).
 
-    Batches go through two stages in worker threads: hashing (batches may hash in
-    parallel, on both cores) and writing (strictly in file order, since the DAG builder
-    and the pack are sequential). At most ``PIPELINE`` batches are in flight.
+    Batches go through two stages: hashing in worker threads (batches may hash in parallel,
+    on both cores), then, strictly in file order (the DAG builder and the pack are
+    sequential), writing in a worker thread while the same blocks go to ``sink``. Each block
+    is hashed once here: the CID computed from the bytes is what is stored and sent. At most
+    ``PIPELINE`` batches are in flight. The sink's commit follows the local one (fsync, then
+    index): both are short, since the pack's write-back started while the upload streamed.
 
     Raises:
-        TooLarge: more than ``max_bytes`` arrived; nothing is kept.
+        TooLarge: more than ``max_bytes`` arrived; nothing is kept (here or by the sink).
         Whatever ``chunks`` raises (a broken upload); nothing is kept.
     """
     opening = asyncio.ensure_future(asyncio.to_thread(store.writer))
@@ -98,7 +140,11 @@ async def ingest(
         digests = await asyncio.to_thread(_hash_leaves, leaves)
         if prev is not None:
             await prev
-        await asyncio.to_thread(_write_leaves, w, builder, leaves, digests)
+        blocks = _link(builder, leaves, digests)
+        if sink is None:
+            await asyncio.to_thread(_write, w, blocks)
+        else:
+            await _both(asyncio.to_thread(_write, w, blocks), sink.send(blocks))
 
     async def push(leaves: list[bytes | memoryview]) -> None:
         stages.append(asyncio.ensure_future(stage(leaves, stages[-1] if stages else None)))
@@ -121,13 +167,32 @@ async def ingest(
             await push(batch)
         while stages:
             await stages.popleft()
-        root, size = await asyncio.to_thread(_finish, w, builder)
+        root, size, last = builder.finish()
+        local = asyncio.to_thread(_commit, w, last, root, size)
+        if sink is None:
+            await local
+        else:
+            # The sink's commit waits for ours: a replica missing a block (a lost push)
+            # pulls it from us, so our copy must be visible first.
+            await _both(local, sink.send(last))
+            await sink.finish(root, size)
     except BaseException:
         # Threads cannot be cancelled; let every stage end before truncating the pack.
         await asyncio.gather(*stages, return_exceptions=True)
         await asyncio.to_thread(w.abort)
+        if sink is not None:
+            await sink.abort()
         raise
     return FileInfo(str(root), size)
+
+
+async def _both(a: Awaitable[object], b: Awaitable[object]) -> None:
+    """Run both to the end (a thread cannot be cancelled midway), then raise the first
+    failure, if any."""
+    results = await asyncio.gather(a, b, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
 
 
 async def _get_blocks(

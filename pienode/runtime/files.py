@@ -1,10 +1,12 @@
 """The node's file service: its ``PackStore``, the peer exchange, and replication policy.
 
 An upload is acknowledged once its blocks are durable here and on enough other hospitals
-that f+1 hold it (or ``[files] replication`` hospitals, if set); the remaining hospitals
-(all of them by default, ``file_replication`` in genesis) pull their copies in the
-background. Any hospital serves any file, fetching what it lacks from peers and checking
-each block's hash before use.
+that f+1 hold it (or ``[files] replication`` hospitals, if set). Those copies are pushed
+while the upload streams in (``pienode.files.push``); a hospital whose push failed is
+replaced by another that pulls the file after the ingest. The remaining hospitals (all of
+them by default, ``file_replication`` in genesis) pull their copies in the background. Any
+hospital serves any file, fetching what it lacks from peers and checking each block's hash
+before use.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from pienode.errors import FileStoreError
 from pienode.files.exchange import BlockExchange, ExchangeConfig
+from pienode.files.push import PushReplication
 from pienode.files.store import FileInfo, PackStore
+from pienode.files.stream import IngestSink
 from pienode.ledger import keys
 from pienode.net.config import CHANNEL_FILES
 
@@ -50,22 +54,41 @@ class FileService:
     async def handle_peer_request(self, peer: str, payload: bytes) -> bytes:
         return await self.exchange.handle_request(peer, payload)
 
+    async def open_upload(self) -> PushReplication | None:
+        """The push of a new upload to the acknowledging hospitals: the first ``ack_peers``
+        linked peers in id order (the same ones every time, so a re-upload dedups)."""
+        if not self.ack_peers:
+            return None
+        peers = [p for p in sorted(self.node.net.connected_peers()) if p != self.node.node_id]
+        return self.exchange.push_to(peers[: self.ack_peers]) if peers else None
+
+    async def acknowledge(self, info: FileInfo, sink: IngestSink | None) -> None:
+        """Return only once f+1 hospitals (by default) hold the file durably: the pushed
+        copies that committed, and pulled ones from other hospitals for any that failed."""
+        confirmed = list(sink.confirmed) if isinstance(sink, PushReplication) else []
+        await self._acknowledge(info, confirmed)
+
     async def on_ingested(self, info: FileInfo) -> None:
-        """Acknowledge only once f+1 hospitals (by default) hold the file durably."""
-        if self.ack_peers:
-            result = await self.exchange.replicate(info, self.ack_peers)
-            if len(result.confirmed) < self.ack_peers:
+        """Acknowledge only once f+1 hospitals (by default) hold the file durably (pull)."""
+        await self._acknowledge(info, [])
+
+    async def _acknowledge(self, info: FileInfo, confirmed: list[str]) -> None:
+        short = self.ack_peers - len(confirmed)
+        if short > 0:
+            result = await self.exchange.replicate(info, short, exclude=confirmed)
+            confirmed += result.confirmed
+            if len(confirmed) < self.ack_peers:
                 raise FileStoreError(
-                    f"stored here, but only {len(result.confirmed)} of the {self.ack_peers} other hospitals "
+                    f"stored here, but only {len(confirmed)} of the {self.ack_peers} other hospitals "
                     f"needed confirmed a copy; retry the upload",
                 )
-        if self.background_peers > self.ack_peers:
-            task = asyncio.create_task(self._replicate_rest(info))
+        if self.background_peers > len(confirmed):
+            task = asyncio.create_task(self._replicate_rest(info, tuple(confirmed)))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _replicate_rest(self, info: FileInfo) -> None:
-        result = await self.exchange.replicate(info, self.background_peers)
+    async def _replicate_rest(self, info: FileInfo, holders: tuple[str, ...]) -> None:
+        result = await self.exchange.replicate(info, self.background_peers - len(holders), exclude=holders)
         if result.failed:
             log.info("background replication of %s: %d confirmed, failed on %s", info.cid,
                      len(result.confirmed), ", ".join(result.failed))
@@ -83,4 +106,5 @@ class FileService:
         for t in list(self._background):
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.exchange.pushes.close()
         self.store.close()

@@ -1,0 +1,443 @@
+"""Streaming replication of an upload while it is being ingested (issue 4).
+
+The hospital that receives an upload pushes every block to the acknowledging hospitals as it
+stores it, instead of asking them to pull the file once it is all stored: the copies are
+made in parallel with the ingest, not after it. Owns both sides:
+
+- ``PushReplication`` (the sender, an ``IngestSink`` of ``pienode.files.stream.ingest``):
+  sends ``push`` frames with a few requests in flight per peer, then ``push-commit``;
+  records which peers confirmed a durable copy and which failed (the caller falls back to
+  pull replication for those).
+- ``PushReceiver`` (the replica): verifies every pushed block against its CID before it
+  touches disk (it never trusts the sender), appends it to a pack writer of the session's
+  own, and on ``push-commit`` walks the DAG from the root (sizes included), pulls any block
+  that did not arrive, then fsyncs and makes the whole file visible in one synced batch.
+
+Messages on the files channel:
+- push frame (binary, not msgpack, so 1 GiB is not re-encoded twice on each side)::
+
+      0xC1 | session id (16) | count (u16) | count x (codec u8 | sha2-256 digest 32 | length u32)
+      | the blocks' bytes back to back
+
+  0xC1 is the one byte msgpack never uses, so a push frame cannot be mistaken for a message.
+  Answer: ``{"ok": true}`` (or ``{"ok": false, "error": ...}``: the session is dropped).
+- ``{"op": "push-commit", "sid": bytes, "root": cid bytes, "size": n}`` -> ``{"ok": bool}``
+  once the file is durable and visible here.
+- ``{"op": "push-abort", "sid": bytes}`` -> ``{"ok": true}``.
+
+Must never: store or index a block that does not hash to its CID, make a root visible before
+every block under it is durable here, hold more than the blocks of the pushes in flight in
+memory, or let one peer touch another peer's session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from pienode.encoding import pack, unpack
+from pienode.errors import FileStoreError, PieError
+from pienode.files.cid import CID, CODECS, DAG_PB, RAW
+from pienode.files.dagpb import DagError, decode_node
+from pienode.files.store import BlockDamaged, BlockMissing, PackStore, PackWriter
+
+log = logging.getLogger(__name__)
+
+PUSH_MAGIC = 0xC1
+SID_SIZE = 16
+_HEAD = struct.Struct(">B16sH")
+_ENTRY = struct.Struct(">B32sI")
+#: A commit may need to pull missing blocks level by level; a UnixFS DAG of 2^64 bytes is
+#: far shallower than this.
+_MAX_DAG_DEPTH = 16
+
+RequestFn = Callable[[str, bytes, float], Awaitable[bytes]]
+FetchFn = Callable[[list[CID], Sequence[str]], Awaitable[dict[CID, bytes]]]
+Block = tuple[CID, "bytes | memoryview"]
+
+
+@dataclass(frozen=True, slots=True)
+class PushConfig:
+    """Attributes:
+    push_bytes: block bytes per push frame (stays under the peer network's frame limit).
+    inflight: push frames awaiting an answer per peer (bounds memory on both sides).
+    timeout: seconds for one push frame's answer.
+    commit_timeout: seconds a replica may take to check, complete and fsync a file.
+    idle_timeout: a replica drops a session that has heard nothing this long.
+    max_sessions_per_peer: uploads one peer may push to this node at once.
+    max_session_bytes: most bytes one session may push (the largest upload, with room).
+    """
+
+    push_bytes: int = 3 * 1024 * 1024
+    inflight: int = 4
+    timeout: float = 30.0
+    commit_timeout: float = 600.0
+    idle_timeout: float = 120.0
+    max_sessions_per_peer: int = 4
+    max_session_bytes: int = 4 << 30
+
+
+def encode_push(sid: bytes, blocks: Sequence[Block]) -> bytes:
+    """One push frame carrying ``blocks`` (whose CIDs the caller computed from their bytes)."""
+    parts: list[bytes | memoryview] = [_HEAD.pack(PUSH_MAGIC, sid, len(blocks))]
+    parts += [_ENTRY.pack(cid.codec, cid.digest, len(data)) for cid, data in blocks]
+    parts += [data for _, data in blocks]
+    return b"".join(parts)
+
+
+def decode_push(payload: bytes) -> tuple[bytes, list[tuple[CID, memoryview]]]:
+    """(session id, blocks as views into ``payload``). Nothing is verified here.
+
+    Raises:
+        FileStoreError: a malformed frame.
+    """
+    if len(payload) < _HEAD.size:
+        raise FileStoreError("truncated push frame")
+    magic, sid, count = _HEAD.unpack_from(payload, 0)
+    if magic != PUSH_MAGIC:
+        raise FileStoreError("not a push frame")
+    pos = _HEAD.size
+    data_pos = pos + count * _ENTRY.size
+    if data_pos > len(payload):
+        raise FileStoreError("truncated push frame")
+    view = memoryview(payload)
+    out: list[tuple[CID, memoryview]] = []
+    for _ in range(count):
+        codec, digest, length = _ENTRY.unpack_from(payload, pos)
+        pos += _ENTRY.size
+        if codec not in CODECS:
+            raise FileStoreError("unsupported codec in push frame")
+        if data_pos + length > len(payload):
+            raise FileStoreError("truncated push frame")
+        out.append((CID(codec, digest), view[data_pos : data_pos + length]))
+        data_pos += length
+    if data_pos != len(payload):
+        raise FileStoreError("trailing bytes in push frame")
+    return sid, out
+
+
+def _groups(blocks: Sequence[Block], budget: int) -> list[list[Block]]:
+    out: list[list[Block]] = []
+    cur: list[Block] = []
+    size = 0
+    for b in blocks:
+        if cur and size + len(b[1]) > budget:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(b)
+        size += len(b[1])
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _ok(answer: bytes) -> tuple[bool, str]:
+    try:
+        msg = unpack(answer)
+    except PieError:
+        return False, "malformed answer"
+    if isinstance(msg, dict) and msg.get("ok") is True:
+        return True, ""
+    error = msg.get("error") if isinstance(msg, dict) else None
+    return False, error if isinstance(error, str) else "refused"
+
+
+class PushReplication:
+    """The sending side of one upload's push to ``peers``. A peer that fails is dropped
+    (counted in ``failed``); the upload itself never fails because of a peer."""
+
+    def __init__(self, request: RequestFn, peers: Sequence[str], config: PushConfig | None = None) -> None:
+        self.cfg = config or PushConfig()
+        self.sid = os.urandom(SID_SIZE)
+        self._request = request
+        self._live: list[str] = list(dict.fromkeys(peers))
+        self._sems = {p: asyncio.Semaphore(self.cfg.inflight) for p in self._live}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.failed: dict[str, str] = {}
+        self.confirmed: tuple[str, ...] = ()
+        self.bytes_sent = 0
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return tuple(self._live)
+
+    def _fail(self, peer: str, why: str) -> None:
+        if peer in self._live:
+            self._live.remove(peer)
+            self.failed[peer] = why
+            log.info("push replication to %s dropped: %s", peer, why)
+
+    async def send(self, blocks: Sequence[Block]) -> None:
+        """Queue ``blocks`` to every live peer; waits only while ``inflight`` frames to a peer
+        are unanswered (back-pressure on the ingest)."""
+        for group in _groups(blocks, self.cfg.push_bytes):
+            if not self._live:
+                return
+            payload = encode_push(self.sid, group)
+            for peer in list(self._live):
+                sem = self._sems[peer]
+                await sem.acquire()
+                if peer not in self._live:
+                    sem.release()
+                    continue
+                task = asyncio.create_task(self._push(peer, payload, sem))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                self.bytes_sent += len(payload)
+
+    async def _push(self, peer: str, payload: bytes, sem: asyncio.Semaphore) -> None:
+        try:
+            answer = await asyncio.wait_for(
+                self._request(peer, payload, self.cfg.timeout), self.cfg.timeout + 1.0
+            )
+            ok, why = _ok(answer)
+            if not ok:
+                self._fail(peer, why)
+        except (PieError, OSError, TimeoutError) as exc:
+            self._fail(peer, type(exc).__name__)
+        finally:
+            sem.release()
+
+    async def finish(self, root: CID, size: int) -> tuple[str, ...]:
+        """Wait for every push, then ask each live peer to commit; returns (and keeps in
+        ``confirmed``) the peers that now hold the file durably."""
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        msg = pack({"op": "push-commit", "sid": self.sid, "root": root.to_bytes(), "size": size})
+
+        async def commit(peer: str) -> str | None:
+            try:
+                answer = await asyncio.wait_for(
+                    self._request(peer, msg, self.cfg.commit_timeout), self.cfg.commit_timeout + 1.0
+                )
+            except (PieError, OSError, TimeoutError) as exc:
+                self._fail(peer, type(exc).__name__)
+                return None
+            ok, why = _ok(answer)
+            if not ok:
+                self._fail(peer, why)
+                return None
+            return peer
+
+        done = await asyncio.gather(*(commit(p) for p in list(self._live)))
+        self.confirmed = tuple(p for p in done if p is not None)
+        return self.confirmed
+
+    async def abort(self) -> None:
+        """Stop pushing and tell the peers to drop what they hold of this upload (best
+        effort: a peer that misses it drops the session after its idle timeout)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        msg = pack({"op": "push-abort", "sid": self.sid})
+        peers, self._live = self._live, []
+
+        async def tell(peer: str) -> None:
+            try:
+                await asyncio.wait_for(self._request(peer, msg, 5.0), 6.0)
+            except (PieError, OSError, TimeoutError):
+                pass
+
+        await asyncio.gather(*(tell(p) for p in peers))
+
+
+@dataclass(eq=False, slots=True)
+class _Session:
+    peer: str
+    sid: bytes
+    writer: PackWriter | None = None
+    lengths: dict[bytes, int] = field(default_factory=dict)  # digest -> length, all received
+    nodes: dict[CID, bytes] = field(default_factory=dict)  # dag-pb blocks, for the DAG walk
+    total: int = 0
+    closed: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    timer: asyncio.TimerHandle | None = None
+
+
+def _first_bad(blocks: list[tuple[CID, memoryview]]) -> int:
+    for i, (cid, data) in enumerate(blocks):
+        if hashlib.sha256(data).digest() != cid.digest:
+            return i
+    return -1
+
+
+class PushReceiver:
+    """The replica's side: sessions keyed by (peer, session id)."""
+
+    def __init__(self, store: PackStore, fetch: FetchFn, config: PushConfig | None = None) -> None:
+        """Args:
+        fetch: ``await fetch(cids, prefer)`` -> verified blocks from peers (the exchange's
+            ``fetch_blocks``), for blocks a commit finds missing.
+        """
+        self.store = store
+        self.cfg = config or PushConfig()
+        self._fetch = fetch
+        self._sessions: dict[tuple[str, bytes], _Session] = {}
+        self.bad_blocks = 0
+        self.sessions_committed = 0
+        self.sessions_dropped = 0
+
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    def _session(self, peer: str, sid: bytes) -> _Session:
+        key = (peer, sid)
+        s = self._sessions.get(key)
+        if s is None:
+            if sum(1 for p, _ in self._sessions if p == peer) >= self.cfg.max_sessions_per_peer:
+                raise FileStoreError("too many uploads pushed by this peer at once")
+            s = self._sessions[key] = _Session(peer, sid)
+        self._arm(s)
+        return s
+
+    def _arm(self, s: _Session) -> None:
+        if s.timer is not None:
+            s.timer.cancel()
+        loop = asyncio.get_running_loop()
+        s.timer = loop.call_later(self.cfg.idle_timeout, lambda: loop.create_task(self._expire(s)))
+
+    async def _expire(self, s: _Session) -> None:
+        log.info("push session from %s idle for %.0fs: dropped", s.peer, self.cfg.idle_timeout)
+        await self.drop(s)
+
+    async def drop(self, s: _Session) -> None:
+        """Forget the session and cut its uncommitted bytes (waits for a write under way)."""
+        if self._sessions.get((s.peer, s.sid)) is s:
+            del self._sessions[(s.peer, s.sid)]
+        if s.timer is not None:
+            s.timer.cancel()
+        async with s.lock:
+            if s.closed:
+                return
+            s.closed = True
+            self.sessions_dropped += 1
+            if s.writer is not None:
+                await asyncio.to_thread(s.writer.abort)
+
+    async def on_push(self, peer: str, payload: bytes) -> bytes:
+        """Verify and append one push frame. A block that does not match its CID drops the
+        whole session (nothing of it is kept) and is refused.
+
+        Raises:
+            FileStoreError: malformed frame, limits, a bad block, or a dropped session.
+        """
+        sid, blocks = decode_push(payload)
+        s = self._session(peer, sid)
+        bad = await asyncio.to_thread(_first_bad, blocks)
+        if bad >= 0:
+            self.bad_blocks += 1
+            await self.drop(s)
+            raise BlockDamaged("pushed block does not match its CID", cid=str(blocks[bad][0]))
+        async with s.lock:
+            if s.closed:
+                raise FileStoreError("push session was dropped")
+            s.total += sum(len(d) for _, d in blocks)
+            if s.total > self.cfg.max_session_bytes:
+                raise FileStoreError("push session exceeds the maximum file size")
+            await asyncio.to_thread(self._append, s, blocks)
+        return pack({"ok": True})
+
+    def _append(self, s: _Session, blocks: Sequence[Block], replace: bool = False) -> None:
+        if s.writer is None:
+            s.writer = self.store.writer()
+        for cid, data in blocks:
+            s.writer.put(cid, data, force=replace)
+            s.lengths[cid.digest] = len(data)
+            if cid.codec == DAG_PB:
+                s.nodes[cid] = bytes(data)
+
+    async def on_commit(self, peer: str, sid: bytes, root: CID, size: int) -> bytes:
+        """Complete the session's DAG under ``root`` (pulling what did not arrive), then make
+        it durable and visible.
+
+        Raises:
+            FileStoreError / DagError / BlockMissing: the file cannot be completed here; the
+                session is dropped.
+        """
+        s = self._sessions.get((peer, sid))
+        if s is None:
+            if await asyncio.to_thread(self.store.has_root, root):
+                return pack({"ok": True})  # a repeated commit of a file already here
+            raise FileStoreError("unknown push session")
+        self._arm(s)
+        self.store.protect(root)  # blocks deduped against this store stay until we commit
+        try:
+            async with s.lock:
+                if s.closed:
+                    raise FileStoreError("push session was dropped")
+                for _ in range(_MAX_DAG_DEPTH):
+                    missing = await asyncio.to_thread(self._missing, s, root, size)
+                    if not missing:
+                        break
+                    got = await self._fetch(missing, [peer])
+                    lost = [c for c in missing if c not in got]
+                    if lost:
+                        raise BlockMissing("block neither pushed nor at any peer", cid=str(lost[0]))
+                    # replace: a block stored here but damaged must be overwritten, not deduped.
+                    fetched = [(c, got[c]) for c in missing]
+                    await asyncio.to_thread(self._append, s, fetched, True)
+                else:
+                    raise DagError("DAG deeper than any file")
+                writer = s.writer
+                if writer is None:
+                    writer = s.writer = await asyncio.to_thread(self.store.writer)
+                await asyncio.to_thread(writer.commit, root, size)
+                s.closed = True
+        except BaseException:
+            await self.drop(s)
+            raise
+        finally:
+            self.store.unprotect(root)
+        self._sessions.pop((peer, sid), None)
+        if s.timer is not None:
+            s.timer.cancel()
+        self.sessions_committed += 1
+        return pack({"ok": True})
+
+    def _missing(self, s: _Session, root: CID, size: int) -> list[CID]:
+        """Blocks under ``root`` neither received in ``s`` nor stored here; checks every
+        leaf's length and every node's file size against the link that names it.
+
+        Raises:
+            DagError: sizes that do not add up (the sender's DAG is inconsistent).
+        """
+        store = self.store
+        missing: list[CID] = []
+        todo: list[tuple[CID, int]] = [(root, size)]
+        while todo:
+            cid, expect = todo.pop()
+            if cid.codec == RAW:
+                n = s.lengths.get(cid.digest)
+                if n is None:
+                    n = store.block_size(cid)
+                if n is None:
+                    missing.append(cid)
+                elif n != expect:
+                    raise DagError("leaf length differs from its link's size")
+                continue
+            block = s.nodes.get(cid)  # every pushed internal node is kept (they are small)
+            if block is None:
+                try:
+                    block = store.get_block(cid)
+                except (BlockMissing, BlockDamaged):
+                    missing.append(cid)
+                    continue
+            node = decode_node(block)
+            if node.filesize != expect:
+                raise DagError("node's file size differs from its link's size")
+            todo.extend((link.cid, link.filesize) for link in node.links)
+        return missing
+
+    async def on_abort(self, peer: str, sid: bytes) -> bytes:
+        s = self._sessions.get((peer, sid))
+        if s is not None:
+            await self.drop(s)
+        return pack({"ok": True})
+
+    async def close(self) -> None:
+        for s in list(self._sessions.values()):
+            await self.drop(s)
