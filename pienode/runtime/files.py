@@ -49,6 +49,7 @@ class FileService:
             ExchangeConfig(replication=self.ack_peers),
             node_id=node.node_id,
         )
+        self._pushes = self.exchange.pushes  # closed with the service, whatever serves reads
         self._background: set[asyncio.Task[None]] = set()
 
     async def handle_peer_request(self, peer: str, payload: bytes) -> bytes:
@@ -106,5 +107,5 @@ class FileService:
         for t in list(self._background):
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.exchange.pushes.close()
+        await self._pushes.close()
         self.store.close()
