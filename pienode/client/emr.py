@@ -236,7 +236,8 @@ async def fetch(s: Session, record_id: str, out: Path) -> dict[str, Any]:
             dek, via = _own_dek(s, rec), "own key"
             progress = Progress("download+decrypt", rec["size"])
             try:
-                size = await decrypt_to_file(resp.content.iter_any(), dek, out, progress, expect_cid=rec["cid"])
+                size = await decrypt_to_file(resp.content.iter_any(), dek, out, progress, expect_cid=rec["cid"],
+                                             size=rec["size"])
                 return _fetched(rec, out, size, via)
             except (StreamError, ContentMismatch, aiohttp.ClientPayloadError):
                 pass  # below: again, with the node checking (and repairing) its copy
@@ -298,7 +299,8 @@ async def decrypt_from_store(s: Session, cid: str, stored_size: int, dek: bytes,
         async with s.client.session.get(s.client.base + path, headers=s.headers("GET", path, None)) as resp:
             if resp.status != 200:
                 raise PieError(f"the node could not serve {cid} (HTTP {resp.status})")
-            return await decrypt_to_file(resp.content.iter_chunked(1 << 20), dek, out, progress, expect_cid=cid)
+            return await decrypt_to_file(resp.content.iter_any(), dek, out, progress, expect_cid=cid,
+                                         size=stored_size)
     finally:
         progress.close()
 

@@ -343,10 +343,12 @@ async def test_read_all_small_and_large_files(store: PackStore, monkeypatch: pyt
     info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
     tiny = await ingest(store, _pieces(b"x" * 10), max_bytes=1 << 30)
     empty = await ingest(store, _pieces(b""), max_bytes=1 << 30)
-    for limit in (stream.SMALL_FILE, 1000):  # one hop at once, or streamed
+    for limit in (stream.SMALL_FILE, 1000):  # at once (in a thread, or inline), or streamed
         monkeypatch.setattr(stream, "SMALL_FILE", limit)
+        monkeypatch.setattr(stream, "INLINE_READ", min(limit, stream.INLINE_READ))
         for cid, want in ((info.cid, DATA), (tiny.cid, b"x" * 10), (empty.cid, b"")):
-            size, pieces = await read_all(store, cid)
-            assert size == len(want) and b"".join([bytes(p) async for p in pieces]) == want
+            for verify in (True, False):
+                size, pieces = await read_all(store, cid, verify=verify)
+                assert size == len(want) and b"".join([bytes(p) async for p in pieces]) == want
     with pytest.raises(BlockMissing):
         await read_all(store, str(cid_of_bytes(b"nowhere")))

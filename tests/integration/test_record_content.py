@@ -62,6 +62,7 @@ async def test_content_is_the_record_then_its_file(world, monkeypatch):
     assert len(stored) == rn.rec["stored_bytes"]
     for small_limit in (stream.SMALL_FILE, 0):  # read at once, and streamed
         monkeypatch.setattr(stream, "SMALL_FILE", small_limit)
+        monkeypatch.setattr(stream, "INLINE_READ", min(small_limit, stream.INLINE_READ))
         for verify in ({}, {"X-Pie-Verify": "client"}):
             status, body, headers = await _get(rn, f"/records/{rid}/content", verify)
             assert status == 200, body[:200]

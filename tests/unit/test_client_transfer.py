@@ -65,3 +65,30 @@ def test_cid_check_matches_the_store_for_any_split() -> None:
     check.feed(data[:-1])
     with pytest.raises(ContentMismatch):
         check.check()
+
+
+@pytest.mark.parametrize("whole", [True, False])
+async def test_received_whole_or_streamed_the_same_checks_hold(tmp_path: Path, whole: bool) -> None:
+    plain = os.urandom(2 * CHUNK_SIZE + 99)
+    ct = _ciphertext(plain)
+    cid = str(cid_of_bytes(ct))
+    size = len(ct) if whole else None
+    out = tmp_path / "out.bin"
+    assert await decrypt_to_file(_pieces(ct, 70_000), DEK, out, expect_cid=cid, size=size) == len(plain)
+    assert out.read_bytes() == plain
+    out.unlink()
+    other = _ciphertext(plain)  # same key and plaintext, fresh salt: another CID
+    with pytest.raises(ContentMismatch):
+        await decrypt_to_file(_pieces(other, 70_000), DEK, out, expect_cid=cid, size=size)
+    cut = ct[: 2 * (CHUNK_SIZE)]
+    with pytest.raises(StreamError):
+        await decrypt_to_file(_pieces(cut, 70_000), DEK, out, size=size)
+    assert not list(tmp_path.iterdir())
+
+
+async def test_a_node_sending_more_than_the_record_holds_is_cut_off(tmp_path: Path) -> None:
+    ct = _ciphertext(os.urandom(1000))
+    with pytest.raises(ContentMismatch, match="more bytes"):
+        await decrypt_to_file(_pieces(ct + bytes(10_000), 4096), DEK, tmp_path / "out.bin",
+                              expect_cid=str(cid_of_bytes(ct)), size=len(ct))
+    assert not list(tmp_path.iterdir())
