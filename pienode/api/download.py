@@ -31,6 +31,7 @@ from pienode.files.http import (
     RESPONSE_STARTED,
     VERIFY_CLIENT,
     VERIFY_HEADER,
+    open_spans,
     write_pieces,
 )
 from pienode.files.stream import read_all
@@ -38,6 +39,13 @@ from pienode.ledger import keys
 
 CONTENT_TYPE = "application/vnd.pie.record-content"
 LENGTH = struct.Struct(">I")
+
+
+class _Answer(web.StreamResponse):
+    """Headers go out with the record, in one send (as aiohttp's ``Response`` does), not
+    in one of their own: one wake-up of the client fewer per download."""
+
+    _send_headers_immediately = False
 
 
 def _node(request: web.Request) -> Any:
@@ -62,13 +70,24 @@ async def get_record_content(request: web.Request) -> web.StreamResponse:
         raise ValidationError("the record names a malformed CID", record_id=record_id) from None
     head = json.dumps(jsonable(rec), separators=(",", ":")).encode()
     verify = request.headers.get(VERIFY_HEADER) != VERIFY_CLIENT
-    size, pieces = await read_all(node.files.store, cid, source=node.files.exchange, verify=verify)
-    resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "ETag": f'"{cid}"'})
-    resp.content_length = LENGTH.size + len(head) + size
-    request[RESPONSE_STARTED] = True  # an error past here must cut the connection
-    await resp.prepare(request)
-    await resp.write(LENGTH.pack(len(head)) + head)
-    await write_pieces(resp, pieces, cid)
+    unread = None if verify else open_spans(node.files.store, cid)
+    try:
+        if unread is not None:  # the client checks: sent from the page cache as it is
+            size = unread[0]
+        else:
+            size, pieces = await read_all(node.files.store, cid, source=node.files.exchange, verify=verify)
+        resp = _Answer(headers={"Content-Type": CONTENT_TYPE, "ETag": f'"{cid}"'})
+        resp.content_length = LENGTH.size + len(head) + size
+        request[RESPONSE_STARTED] = True  # an error past here must cut the connection
+        await resp.prepare(request)
+        await resp.write(LENGTH.pack(len(head)) + head)
+        if unread is not None:
+            await unread[1].send(request)
+        else:
+            await write_pieces(resp, pieces, cid)
+    finally:
+        if unread is not None:
+            unread[1].close()
     await resp.write_eof()
     return resp
 

@@ -16,14 +16,14 @@ import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from aiohttp import BodyPartReader, web
 
 from pienode.errors import EncodingError, PieError
 from pienode.files.cid import CID, CidError
 from pienode.files.store import DEFAULT_GRACE_SECONDS, BlockMissing, FileInfo, PackStore
-from pienode.files.stream import BlockSource, IngestSink, ingest, read, read_all, stat
+from pienode.files.stream import BlockSource, IngestSink, Span, file_spans, ingest, read, read_all, stat
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,46 @@ async def write_pieces(resp: web.StreamResponse, pieces: AsyncIterator[bytes | m
         raise
 
 
+class OpenSpans:
+    """The pack files of a file's spans (``stream.file_spans``), opened before the response
+    starts: a pack that gc drops afterwards stays readable until they are closed."""
+
+    def __init__(self, spans: list[Span]) -> None:
+        self.files: list[tuple[BinaryIO, int, int]] = []
+        try:
+            for path, off, n in spans:
+                self.files.append((open(path, "rb"), off, n))  # noqa: SIM115  # closed in close()
+        except OSError:
+            self.close()
+            raise
+
+    async def send(self, request: web.Request) -> None:
+        """Send the spans with ``sendfile``: from the page cache to the socket, no copy
+        through this process (aiohttp's own file responses do the same)."""
+        loop = asyncio.get_running_loop()
+        for f, off, n in self.files:
+            if request.transport is None:
+                raise ConnectionResetError("connection lost")
+            await loop.sendfile(request.transport, f, off, n)
+
+    def close(self) -> None:
+        for f, _, _ in self.files:
+            f.close()
+
+
+def open_spans(store: PackStore, cid: CID) -> tuple[int, OpenSpans] | None:
+    """A small file stored whole here, ready to send unchecked (``stream.file_spans``);
+    None when it must be read (larger, partly elsewhere, or its pack just went away)."""
+    found = file_spans(store, cid)
+    if found is None:
+        return None
+    size, spans = found
+    try:
+        return size, OpenSpans(spans)
+    except OSError:
+        return None
+
+
 def add_file_routes(
     app: web.Application,
     store_getter: StoreGetter,
@@ -188,8 +228,11 @@ def add_file_routes(
         verify = request.headers.get(VERIFY_HEADER) != VERIFY_CLIENT
         whole = request.method == "GET" and request.headers.get("Range") is None
         pieces: AsyncIterator[bytes | memoryview] | None = None
+        unread = open_spans(store, cid) if whole and not verify else None
         try:
-            if whole:  # the common case: one worker-thread hop reads a small file at once
+            if unread is not None:  # the client checks: sent from the page cache as it is
+                size = unread[0]
+            elif whole:  # the common case: one worker-thread hop reads a small file at once
                 size, pieces = await read_all(store, cid, source=source, verify=verify)
             else:
                 size = await stat(store, cid, source=source)
@@ -219,13 +262,20 @@ def add_file_routes(
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
         request[RESPONSE_STARTED] = True  # an error past here must cut the connection
-        await resp.prepare(request)
-        if request.method == "HEAD":
-            await resp.write_eof()
-            return resp
-        if pieces is None:
-            pieces = read(store, cid, start, end, source=source, verify=verify)
-        await write_pieces(resp, pieces, cid)
+        try:
+            await resp.prepare(request)
+            if request.method == "HEAD":
+                await resp.write_eof()
+                return resp
+            if unread is not None:
+                await unread[1].send(request)
+            else:
+                if pieces is None:
+                    pieces = read(store, cid, start, end, source=source, verify=verify)
+                await write_pieces(resp, pieces, cid)
+        finally:
+            if unread is not None:
+                unread[1].close()
         await resp.write_eof()
         return resp
 

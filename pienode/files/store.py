@@ -432,6 +432,25 @@ class PackStore:
             i = j
         return out, damaged
 
+    def spans(self, cids: list[CID]) -> list[tuple[Path, int, int]] | None:
+        """Where the blocks lie, unread and unchecked: (pack file, offset, length) per run of
+        blocks back to back in one pack; None if any is missing here. For a caller that
+        checks every byte itself and sends the runs straight from the page cache."""
+        out: list[tuple[Path, int, int]] = []
+        last: tuple[int, int] | None = None  # pack and end of the current run
+        for c in cids:
+            raw = self._kv.get(b"B" + c.digest)
+            if raw is None:
+                return None
+            pack, off, n = _LOC.unpack(raw)
+            if last == (pack, off):
+                path, start, length = out[-1]
+                out[-1] = (path, start, length + n)
+            else:
+                out.append((self._packs_dir / _pack_name(pack), off, n))
+            last = (pack, off + n)
+        return out
+
     def _read_at(self, pack: int, off: int, n: int) -> bytes | None:
         with self._lock:
             fd = self._read_fds.get(pack)

@@ -27,6 +27,7 @@ from collections.abc import (
     Awaitable,
     Sequence,
 )
+from pathlib import Path
 from typing import Protocol
 
 from pienode.errors import TooLarge
@@ -46,6 +47,8 @@ READ_BATCH = 8  # leaves per read hand-off (2 MiB)
 PIPELINE = 3  # ingest batches in flight (hashing or writing)
 SMALL_FILE = 8 << 20  # whole files up to this size are read in one worker-thread hop
 INLINE_READ = 2 << 20  # ... and unchecked ones up to this size on the event loop
+
+Span = tuple[Path, int, int]  # pack file, offset, length
 READ_AHEAD = 2  # read batches loading at once
 
 
@@ -324,13 +327,9 @@ async def read(
         await leaves.aclose()
 
 
-def _small_file(
-    store: PackStore, root: CID, verify: bool, limit: int
-) -> tuple[int, list[CID], list[int], list[bytes | memoryview | None], int] | None:
-    """What ``read_all`` reads at once: a file of at most ``limit`` bytes whose root is
-    here and links straight to raw leaves. Returns (size, leaf CIDs, their lengths, the
-    leaves read here (None: missing or damaged), damaged count), or None when it is not
-    such a file."""
+def _small_leaves(store: PackStore, root: CID, limit: int) -> tuple[int, list[CID], list[int]] | None:
+    """(size, leaf CIDs, their lengths) of a file of at most ``limit`` bytes whose root is
+    here and links straight to raw leaves; None when it is not such a file."""
     try:
         size = store.file_size(root)
     except (BlockMissing, BlockDamaged):
@@ -338,19 +337,45 @@ def _small_file(
     if size > limit:
         return None
     if root.codec == RAW:
-        cids, lengths = [root], [size]
-    else:
-        try:
-            links = decode_node(store.get_block(root)).links
-        except (BlockMissing, BlockDamaged):
-            return None
-        if any(link.cid.codec != RAW for link in links):
-            return None
-        cids, lengths = [link.cid for link in links], [link.filesize for link in links]
-        if sum(lengths) != size:
-            raise DagError("the root's links do not add up to the file size")
+        return size, [root], [size]
+    try:
+        links = decode_node(store.get_block(root)).links
+    except (BlockMissing, BlockDamaged):
+        return None
+    if any(link.cid.codec != RAW for link in links):
+        return None
+    lengths = [link.filesize for link in links]
+    if sum(lengths) != size:
+        raise DagError("the root's links do not add up to the file size")
+    return size, [link.cid for link in links], lengths
+
+
+def _small_file(
+    store: PackStore, root: CID, verify: bool, limit: int
+) -> tuple[int, list[CID], list[int], list[bytes | memoryview | None], int] | None:
+    """What ``read_all`` reads at once (see ``_small_leaves``): (size, leaf CIDs, their
+    lengths, the leaves read here (None: missing or damaged), damaged count)."""
+    small = _small_leaves(store, root, limit)
+    if small is None:
+        return None
+    size, cids, lengths = small
     blocks, damaged = store.get_blocks(cids, verify=verify)
     return size, cids, lengths, blocks, len(damaged)
+
+
+def file_spans(store: PackStore, cid: CID, limit: int | None = None) -> tuple[int, list[Span]] | None:
+    """Where the bytes of a small file stored whole here lie, unread and unchecked, for a
+    client that checks every byte itself: (size, runs of (pack file, offset, length)) to
+    send straight from the page cache; None when ``read_all`` must serve it. Index lookups
+    only: cheap enough for the event loop."""
+    small = _small_leaves(store, cid, SMALL_FILE if limit is None else limit)
+    if small is None:
+        return None
+    size, cids, _ = small
+    spans = store.spans(cids)
+    if spans is None or sum(n for _, _, n in spans) != size:
+        return None
+    return size, spans
 
 
 async def read_all(

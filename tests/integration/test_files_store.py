@@ -352,3 +352,25 @@ async def test_read_all_small_and_large_files(store: PackStore, monkeypatch: pyt
                 assert size == len(want) and b"".join([bytes(p) async for p in pieces]) == want
     with pytest.raises(BlockMissing):
         await read_all(store, str(cid_of_bytes(b"nowhere")))
+
+
+async def test_file_spans_name_where_an_unchecked_small_file_lies(store: PackStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from pienode.files import stream
+    from pienode.files.stream import file_spans
+
+    info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
+    root = CID.parse(info.cid)
+    size, spans = file_spans(store, root)  # type: ignore[misc]
+    assert size == len(DATA) and len(spans) == 1  # the leaves lie back to back: one run
+    path, off, n = spans[0]
+    with open(path, "rb") as f:
+        f.seek(off)
+        assert f.read(n) == DATA
+    monkeypatch.setattr(stream, "SMALL_FILE", len(DATA) - 1)
+    assert file_spans(store, root) is None  # larger files stream through read()
+    monkeypatch.undo()
+    assert file_spans(store, CID.parse(str(cid_of_bytes(b"elsewhere")))) is None
+    leaf = cid_of_bytes(DATA[CHUNK_SIZE : 2 * CHUNK_SIZE])
+    store._kv.delete(b"B" + leaf.digest)  # a leaf missing here: read_all fetches it from peers
+    assert file_spans(store, root) is None
