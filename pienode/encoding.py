@@ -21,21 +21,77 @@ from pienode.errors import EncodingError
 MAX_DECODE_BYTES = 64 * 1024 * 1024
 
 
+#: Types that encode as themselves (bool before int does not matter: both are exact types).
+_LEAF = frozenset({str, bytes, int, bool, type(None)})
+
+
 def _canonical(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        items = []
+    """``obj`` with every map's keys sorted; refuses what has no canonical form.
+
+    Hot path (every state write, receipt and block): exact types are tested with one set
+    lookup and leaves are not recursed into; subclasses take the slow path.
+    """
+    t = type(obj)
+    if t is dict:
         for k in obj:
-            if not isinstance(k, str):
-                raise EncodingError(f"map keys must be str, not {type(k).__name__}")
-            items.append(k)
-        return {k: _canonical(obj[k]) for k in sorted(items)}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
+            if type(k) is not str:
+                _check_key(k)
+        out = {}
+        for k in sorted(obj):
+            v = obj[k]
+            out[k] = v if type(v) in _LEAF else _canonical(v)
+        return out
+    if t is list or t is tuple:
+        return [v if type(v) in _LEAF else _canonical(v) for v in obj]
+    if t in _LEAF:
+        return obj
+    return _canonical_slow(obj)
+
+
+def _check_key(k: Any) -> None:
+    if not isinstance(k, str):
+        raise EncodingError(f"map keys must be str, not {type(k).__name__}")
+
+
+def _canonical_slow(obj: Any) -> Any:
+    """Subclasses of the allowed types (an IntEnum, an OrderedDict), and the refusals."""
     if isinstance(obj, float):
         raise EncodingError("floats are not allowed in canonical encoding")
+    if isinstance(obj, dict):
+        for k in obj:
+            _check_key(k)
+        return {k: _canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
     if obj is None or isinstance(obj, (bool, int, str, bytes)):
         return obj
     raise EncodingError(f"cannot encode {type(obj).__name__}")
+
+
+def _check_decoded(obj: Any) -> None:
+    """Refuse what a strict decode must not return: maps whose keys are not str in sorted
+    order, and any type ``pack`` refuses (floats, ext types, timestamps). Together with
+    ``packb(obj) == data`` this is exactly "re-encodes to the same bytes", without
+    rebuilding every map (decoded maps keep the wire order)."""
+    t = type(obj)
+    if t is dict:
+        keys = list(obj)
+        for k in keys:
+            if type(k) is not str:
+                raise EncodingError(f"map keys must be str, not {type(k).__name__}")
+        if keys != sorted(keys):
+            raise EncodingError("non-canonical encoding: map keys out of order")
+        for v in obj.values():
+            if type(v) not in _LEAF:
+                _check_decoded(v)
+    elif t is list:
+        for v in obj:
+            if type(v) not in _LEAF:
+                _check_decoded(v)
+    elif t is float:
+        raise EncodingError("floats are not allowed in canonical encoding")
+    elif t not in _LEAF:
+        raise EncodingError(f"non-canonical encoding: {t.__name__} is not allowed")
 
 
 def pack(obj: Any) -> bytes:
@@ -48,6 +104,38 @@ def pack(obj: Any) -> bytes:
         return msgpack.packb(_canonical(obj), use_bin_type=True)
     except (OverflowError, ValueError) as exc:
         raise EncodingError(f"cannot encode: {exc}") from None
+
+
+def pack_ordered(obj: Any) -> bytes:
+    """Encode a value that is canonical as it stands, without ``pack``'s walk: every map
+    already in key order, only the allowed types. That is what a strict ``unpack`` returns
+    (and any part of it), or a list of byte strings; for anything else use ``pack``.
+    """
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _container_header(n: int, small: int, b16: bytes, b32: bytes) -> bytes:
+    if n < 16:
+        return bytes([small | n])
+    if n < 1 << 16:
+        return b16 + n.to_bytes(2, "big")
+    return b32 + n.to_bytes(4, "big")
+
+
+def join_array(encoded: list[bytes]) -> bytes:
+    """The canonical encoding of a list, from the canonical encodings of its items."""
+    return _container_header(len(encoded), 0x90, b"\xdc", b"\xdd") + b"".join(encoded)
+
+
+def join_map(encoded: dict[str, bytes]) -> bytes:
+    """The canonical encoding of a map, from the canonical encodings of its values."""
+    parts = [_container_header(len(encoded), 0x80, b"\xde", b"\xdf")]
+    for k in sorted(encoded):
+        if type(k) is not str:
+            _check_key(k)
+        parts.append(msgpack.packb(k))
+        parts.append(encoded[k])
+    return b"".join(parts)
 
 
 def unpack(data: bytes, *, max_bytes: int = MAX_DECODE_BYTES, strict: bool = True) -> Any:
@@ -65,17 +153,24 @@ def unpack(data: bytes, *, max_bytes: int = MAX_DECODE_BYTES, strict: bool = Tru
         raise EncodingError("expected bytes")
     if len(data) > max_bytes:
         raise EncodingError(f"encoded value too large ({len(data)} > {max_bytes} bytes)")
+    data = bytes(data)
     try:
         obj = msgpack.unpackb(
-            bytes(data),
+            data,
             raw=False,
             strict_map_key=True,
             use_list=True,
         )
     except Exception as exc:  # msgpack raises several unrelated types
         raise EncodingError(f"malformed msgpack: {type(exc).__name__}") from None
-    if strict and pack(obj) != bytes(data):
-        raise EncodingError("non-canonical encoding")
+    if strict:
+        if type(obj) not in _LEAF:
+            _check_decoded(obj)
+        # Sorted keys and allowed types checked above; this catches everything else that
+        # is valid msgpack but not ``pack``'s output: a longer-than-needed int, length or
+        # header, str sent as bin or the reverse, a duplicate key.
+        if msgpack.packb(obj, use_bin_type=True) != data:
+            raise EncodingError("non-canonical encoding")
     return obj
 
 

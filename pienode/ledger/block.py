@@ -10,10 +10,10 @@ because it is produced after the header's contents are fixed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pienode.encoding import pack, sha256, unpack
+from pienode.encoding import join_array, join_map, pack, pack_ordered, sha256, unpack
 from pienode.errors import EncodingError
 
 ZERO_HASH = bytes(32)
@@ -42,6 +42,13 @@ class Receipt:
     error: str = ""
     result: Any = None
     events: tuple[tuple[str, Any], ...] = ()
+    #: The canonical encoding, made once: the receipts root and the stored block both use it.
+    _encoded: bytes = field(default=b"", init=False, repr=False, compare=False)
+
+    def encode(self) -> bytes:
+        if not self._encoded:
+            object.__setattr__(self, "_encoded", pack(self.to_dict()))
+        return self._encoded
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,12 +101,14 @@ class Block:
         return self.header.hash()
 
     def encode(self) -> bytes:
-        return pack(
+        """``pack({"header", "txs", "receipts", "cert"})``, joined from parts already
+        encoded (each receipt once) rather than walking the whole block again."""
+        return join_map(
             {
-                "header": self.header.to_dict(),
-                "txs": list(self.txs),
-                "receipts": [r.to_dict() for r in self.receipts],
-                "cert": self.certificate,
+                "header": pack(self.header.to_dict()),
+                "txs": pack(list(self.txs)),
+                "receipts": join_array([r.encode() for r in self.receipts]),
+                "cert": pack(self.certificate),
             }
         )
 
@@ -121,7 +130,7 @@ class Block:
 
 
 def receipts_root(receipts: tuple[Receipt, ...] | list[Receipt]) -> bytes:
-    return merkle_root([pack(r.to_dict()) for r in receipts])
+    return merkle_root([r.encode() for r in receipts])
 
 
 def tx_root(txs: tuple[bytes, ...] | list[bytes]) -> bytes:
@@ -130,5 +139,6 @@ def tx_root(txs: tuple[bytes, ...] | list[bytes]) -> bytes:
 
 def next_state_root(prev_root: bytes, writes: dict[bytes, bytes | None]) -> bytes:
     """Chain the block's write set (sorted by key, deletes as nil) onto the previous root."""
-    ws = pack([[k, writes[k]] for k in sorted(writes)])
+    # Keys are bytes and values bytes or nil: no maps, so already canonical.
+    ws = pack_ordered([[k, writes[k]] for k in sorted(writes)])
     return sha256(prev_root + sha256(ws))

@@ -27,7 +27,7 @@ from pienode.ledger.block import (
 from pienode.ledger.kinds import TxRejected
 from pienode.ledger.state import StateOverlay
 from pienode.ledger.tx import Transaction
-from pienode.ledger.validation import SignatureCache, check_transaction
+from pienode.ledger.validation import TxCaches, check_transaction
 from pienode.storage.kv import KVStore
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,12 @@ class ExecContext:
 
 
 class Executor:
-    def __init__(self, genesis: Genesis, kv: KVStore, *, contracts: Any = None, sigs: SignatureCache | None = None):
+    def __init__(self, genesis: Genesis, kv: KVStore, *, contracts: Any = None, caches: TxCaches | None = None):
         self.genesis = genesis
         self.kv = kv
         self.contracts = contracts
-        self.sigs = sigs or SignatureCache()
+        #: Shared with the node's admission, so what it decoded and verified is not redone.
+        self.caches = caches or TxCaches()
 
     def genesis_block(self) -> tuple[Block, dict[bytes, bytes | None]]:
         """Height 0: no transactions; state holds the contracts genesis deploys."""
@@ -115,7 +116,8 @@ class Executor:
         from pienode.encoding import sha256
 
         try:
-            checked = check_transaction(data, genesis=self.genesis, state=state, now_ms=ts, sigs=self.sigs)
+            checked = check_transaction(data, genesis=self.genesis, state=state, now_ms=ts, caches=self.caches,
+                                        executing=True)
         except PieError as exc:
             # Not attributable to a valid sender: no replay marker, only a failed receipt.
             return Receipt(sha256(data), False, "invalid", exc.message)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pienode.crypto.keys import PrivateKey
-from pienode.encoding import pack, sha256, unpack
+from pienode.encoding import pack, pack_ordered, sha256, unpack
 from pienode.errors import EncodingError, ValidationError
 
 TX_VERSION = 1
@@ -90,7 +90,15 @@ class Transaction:
             raise EncodingError("transaction field 'ts' must be a non-negative integer")
         if len(obj["kind"]) > 64 or len(obj["sender"]) > 128:
             raise EncodingError("transaction kind or sender too long")
-        return cls(obj["chain"], obj["kind"], obj["sender"], ts, obj["body"], obj["sig"])
+        sig = obj.pop("sig")
+        # ``obj`` came from a strict decode, so without ``sig`` it is the unsigned map in
+        # canonical order already: encode it directly instead of through ``pack``'s walk.
+        tx = object.__new__(cls)
+        for name, value in (("chain_id", obj["chain"]), ("kind", obj["kind"]), ("sender", obj["sender"]),
+                            ("timestamp_ms", ts), ("body", obj["body"]), ("signature", sig),
+                            ("_unsigned", pack_ordered(obj))):
+            object.__setattr__(tx, name, value)
+        return tx
 
 
 def require_fields(body: dict[str, Any], spec: dict[str, tuple[type | tuple[type, ...], bool]]) -> None:

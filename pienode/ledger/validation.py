@@ -4,15 +4,23 @@ Order: size and encoding, chain id, kind and body schema, sender resolution (hos
 consortium, or a user certified on chain), role permission, signature, timestamp bounds,
 replay. Admission uses the node's clock; execution uses the block's timestamp, so the
 execution-time verdict is the same on every node.
+
+A node checks each transaction twice (admission, execution) and runs the same checks on
+the same bytes in every block, so ``TxCaches`` keeps what is a pure function of bytes:
+the decoded transaction (by the hash of its wire bytes), the decoded sender certificate
+(by its stored bytes) and verified signatures. Nothing that depends on state or on the
+clock is cached: sender lookup, role, timestamp and replay checks always run.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from pienode.crypto.keys import PublicKey
+from pienode.encoding import sha256, unpack
 from pienode.errors import PieError, ReplayError, ValidationError
 from pienode.identity.genesis import Genesis
 from pienode.ledger import keys
@@ -23,24 +31,141 @@ from pienode.ledger.tx import TX_DOMAIN, Transaction
 CONSORTIUM = "consortium"
 
 
+class _Bounded:
+    """A FIFO-bounded map shared by the event loop (admission) and the execution thread,
+    so every access holds a lock (uncontended: well under a microsecond)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[bytes, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: bytes) -> Any:
+        with self._lock:
+            return self._items.get(key)
+
+    def pop(self, key: bytes) -> Any:
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def put(self, key: bytes, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
 class SignatureCache:
-    """Remembers (tx id, signature) pairs already verified: a pure function of the bytes,
-    so caching is safe, and each node then verifies a transaction once, not twice."""
+    """Remembers (tx id, signature, key) triples already verified: a pure function of the
+    bytes, so caching is safe, and each node then verifies a transaction once, not twice."""
 
     def __init__(self, size: int = 200_000) -> None:
-        self._size = size
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._seen = _Bounded(size)
 
     def check(self, key: PublicKey, tx: Transaction, tx_id: bytes) -> bool:
         token = tx_id + tx.signature + key.data
-        if token in self._seen:
+        if self._seen.get(token) is not None:
             return True
         if not key.verify(TX_DOMAIN, tx.unsigned_bytes(), tx.signature):
             return False
-        self._seen[token] = None
-        if len(self._seen) > self._size:
-            self._seen.popitem(last=False)
+        self._seen.put(token, True)
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What the wire bytes alone (with genesis) decide: the parsed transaction, its id and
+    its kind, after the chain id and body schema checks."""
+
+    tx: Transaction
+    tx_id: bytes
+    kind: TxKind
+
+
+class DecodedCache:
+    """Decoded transactions by the SHA-256 of their exact wire bytes, from admission to
+    execution, so a node parses and schema-checks each transaction once.
+
+    Keyed by the hash of all the bytes (signature included), never by the transaction id:
+    two encodings with one id (another signature) are two entries. Only the checks that
+    depend on nothing but the bytes and genesis are skipped on a hit; the sender, role,
+    signature, timestamp and replay checks run every time. Execution takes its entry out
+    (it is not needed again); entries of transactions never ordered fall off the end.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._items = _Bounded(size)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def decode(self, data: bytes, genesis: Genesis, *, take: bool = False) -> Decoded:
+        """The ``Decoded`` of ``data``, from the cache or parsed and checked now.
+
+        Args:
+            take: drop the entry (execution: the transaction will not be checked again).
+
+        Raises:
+            EncodingError, ValidationError: as ``decode_transaction``.
+        """
+        key = sha256(data)
+        hit = self._items.pop(key) if take else self._items.get(key)
+        if hit is not None:
+            return hit
+        decoded = decode_transaction(data, genesis)
+        if not take:
+            self._items.put(key, decoded)
+        return decoded
+
+
+def decode_transaction(data: bytes, genesis: Genesis) -> Decoded:
+    """Parse ``data`` and run the checks that depend only on it and genesis.
+
+    Raises:
+        EncodingError, ValidationError: with a message for the submitter.
+    """
+    tx = Transaction.decode(data, max_bytes=genesis.params.max_tx_bytes)
+    if tx.chain_id != genesis.chain_id:
+        raise ValidationError(f"transaction is for chain {tx.chain_id!r}, not {genesis.chain_id!r}")
+    kind = kind_of(tx)
+    kind.check_body(tx.body)
+    return Decoded(tx, tx.tx_id, kind)
+
+
+class CertCache:
+    """Decoded user certificates by their exact stored bytes.
+
+    The lookup still reads the certificate from state (the block's overlay first) every
+    time, so a certificate written, replaced or removed is seen at once; only decoding the
+    same bytes again is saved. Callers get their own copy of the map.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._items = _Bounded(size)
+
+    def lookup(self, state: StateOverlay, user_id: str) -> tuple[dict[str, Any], PublicKey] | None:
+        """(certificate, its signing key) of a registered user, or None."""
+        raw = state.get_raw(keys.user_key(user_id))
+        if raw is None:
+            return None
+        hit = self._items.get(raw)
+        if hit is None:
+            cert = unpack(raw)
+            hit = (cert, PublicKey(cert["sign_key"]))
+            self._items.put(raw, hit)
+        return dict(hit[0]), hit[1]
+
+
+class TxCaches:
+    """The caches one node's admission and execution share (each a pure function of bytes)."""
+
+    def __init__(self) -> None:
+        self.sigs = SignatureCache()
+        self.decoded = DecodedCache()
+        self.certs = CertCache()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +182,20 @@ def check_transaction(
     genesis: Genesis,
     state: StateOverlay,
     now_ms: int,
-    sigs: SignatureCache,
+    caches: TxCaches,
+    executing: bool = False,
 ) -> Checked:
     """Validate wire bytes against the state in ``state``.
+
+    Args:
+        executing: the check of a transaction being executed in a block (its cached decode
+            is used up); False for admission.
 
     Raises:
         EncodingError, ValidationError, ReplayError: with a message for the submitter.
     """
-    tx = Transaction.decode(data, max_bytes=genesis.params.max_tx_bytes)
-    if tx.chain_id != genesis.chain_id:
-        raise ValidationError(f"transaction is for chain {tx.chain_id!r}, not {genesis.chain_id!r}")
-    kind = kind_of(tx)
-    kind.check_body(tx.body)
+    decoded = caches.decoded.decode(data, genesis, take=executing)
+    tx, tx_id, kind = decoded.tx, decoded.tx_id, decoded.kind
     sender_cert: dict[str, Any] | None = None
     if tx.sender == CONSORTIUM:
         sender_class, key = "consortium", PublicKey(genesis.consortium_key)
@@ -76,16 +203,15 @@ def check_transaction(
         sender_class, key = "node", genesis.node(tx.sender).public_key
     else:
         sender_class = "user"
-        sender_cert = state.get(keys.user_key(tx.sender))
-        if sender_cert is None:
+        found = caches.certs.lookup(state, tx.sender)
+        if found is None:
             raise ValidationError(f"sender {tx.sender!r} is not a registered user")
-        key = PublicKey(sender_cert["sign_key"])
+        sender_cert, key = found
     if sender_class not in kind.senders:
         raise ValidationError(f"a {sender_class} may not send {tx.kind} transactions")
     if sender_cert is not None and kind.roles is not None and sender_cert["role"] not in kind.roles:
         raise ValidationError(f"a {sender_cert['role']} may not send {tx.kind} transactions")
-    tx_id = tx.tx_id
-    if not sigs.check(key, tx, tx_id):
+    if not caches.sigs.check(key, tx, tx_id):
         raise ValidationError("bad signature")
     skew = genesis.params.max_clock_skew_ms
     if abs(tx.timestamp_ms - now_ms) > skew:

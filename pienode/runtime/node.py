@@ -31,7 +31,7 @@ from pienode.ledger.executor import Executor
 from pienode.ledger.state import StateOverlay
 from pienode.ledger.store import Ledger
 from pienode.ledger.tx import Transaction
-from pienode.ledger.validation import SignatureCache, check_transaction
+from pienode.ledger.validation import TxCaches, check_transaction
 from pienode.runtime.config import NodeConfig
 from pienode.runtime.driver import ConsensusDriver
 from pienode.runtime.files import FileService
@@ -83,9 +83,9 @@ class Node:
             raise PieError("keys/enc.key does not match this node's certificate in genesis")
         self.metrics = NodeMetrics()
         self.kv = open_kv(cfg.data_dir / "ledger")
-        self.sigs = SignatureCache()
+        self.tx_caches = TxCaches()
         self.contracts = ContractHost(workers=2)
-        self.executor = Executor(self.genesis, self.kv, contracts=self.contracts, sigs=self.sigs)
+        self.executor = Executor(self.genesis, self.kv, contracts=self.contracts, caches=self.tx_caches)
         self.ledger = Ledger(self.kv, self.genesis, self.executor)
         self.mempool = Mempool()
         self.request_verifier = RequestVerifier(cfg.node_id)
@@ -186,7 +186,7 @@ class Node:
         """
         try:
             checked = check_transaction(
-                data, genesis=self.genesis, state=self.committed_view(), now_ms=now_ms(), sigs=self.sigs
+                data, genesis=self.genesis, state=self.committed_view(), now_ms=now_ms(), caches=self.tx_caches
             )
         except PieError as exc:
             self.metrics.txs_refused.labels(type(exc).__name__).inc()

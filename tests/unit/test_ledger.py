@@ -11,7 +11,7 @@ from pienode.ledger.block import Block
 from pienode.ledger.state import StateOverlay
 from pienode.ledger.store import Ledger
 from pienode.ledger.tx import Transaction
-from pienode.ledger.validation import SignatureCache, check_transaction
+from pienode.ledger.validation import TxCaches, check_transaction
 from pienode.storage.kv import MemoryKV, open_kv
 from tests.helpers import make_consortium, now_ms, upload_body
 
@@ -83,11 +83,11 @@ def test_upload_refusals_are_recorded_and_change_nothing(world, mutate, code):
 
 def test_admission_checks(world):
     c, ledger = world
-    sigs = SignatureCache()
+    caches = TxCaches()
     state = StateOverlay(ledger.kv)
 
     def check(data: bytes, now: int | None = None):
-        return check_transaction(data, genesis=c.genesis, state=state, now_ms=now or now_ms(), sigs=sigs)
+        return check_transaction(data, genesis=c.genesis, state=state, now_ms=now or now_ms(), caches=caches)
 
     good = c.user_tx("phy-00000000000000b2", "upload_record", upload_body("pat-00000000000000a1"))
     assert check(good.encode()).tx_id == good.tx_id
@@ -157,3 +157,20 @@ def test_ledger_reopens_and_refuses_foreign_genesis(tmp_path, world):
     with pytest.raises(StorageError, match="does not extend"):
         again.commit(b, {})
     kv.close()
+
+
+def test_block_encoding_is_the_canonical_map_of_its_parts(world):
+    """Block.encode joins parts encoded once; it must equal packing the whole block."""
+    from pienode.encoding import pack
+    from pienode.ledger.block import receipts_root
+
+    c, ledger = world
+    txs = [c.user_tx("phy-00000000000000b2", "upload_record", upload_body("pat-00000000000000a1")).encode()
+           for _ in range(20)] + [b"junk"]
+    block = commit(ledger, txs)
+    whole = pack({"header": block.header.to_dict(), "txs": list(block.txs),
+                  "receipts": [r.to_dict() for r in block.receipts], "cert": block.certificate})
+    assert block.encode() == whole
+    again = Block.decode(whole)
+    assert again.encode() == whole and again == block
+    assert receipts_root(again.receipts) == block.header.receipts_root
