@@ -235,8 +235,12 @@ async def post_txs(request: web.Request) -> web.Response:
         return web.json_response({"tx_ids": [i.hex() for i in ids], "errors": errors}, status=202)
     timeout = min(float(request.query.get("timeout_ms", node.cfg.api.max_wait_ms)), node.cfg.api.max_wait_ms) / 1000
     results = []
-    # Wait for all of them at once: they commit together, mostly in the same block.
-    waits = await asyncio.gather(*(node.wait_committed(tx_id, timeout) for tx_id in ids))
+    # Wait for all of them at once: they commit together, mostly in the same block. One
+    # transaction (the common case) is awaited directly, without a task around it.
+    if len(ids) == 1:
+        waits = [await node.wait_committed(ids[0], timeout)]
+    else:
+        waits = await asyncio.gather(*(node.wait_committed(tx_id, timeout) for tx_id in ids))
     for tx_id, done in zip(ids, waits):
         if done is None:
             results.append({"tx_id": tx_id.hex(), "status": "pending"})

@@ -27,7 +27,7 @@ from pienode.ledger.block import (
 from pienode.ledger.kinds import TxRejected
 from pienode.ledger.state import StateOverlay
 from pienode.ledger.tx import Transaction
-from pienode.ledger.validation import TxCaches, check_transaction
+from pienode.ledger.validation import CertCache, TxCaches, check_transaction
 from pienode.storage.kv import KVStore
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,18 @@ class ExecContext:
     sender_cert: dict[str, Any] | None = None
     events: list[tuple[str, Any]] = field(default_factory=list)
     contracts: Any = None
+    certs: CertCache | None = None
 
     def emit(self, name: str, data: Any) -> None:
         self.events.append((name, data))
+
+    def user_cert(self, user_id: str) -> dict[str, Any] | None:
+        """A registered user's certificate as this block's state has it (a copy)."""
+        if self.certs is None:
+            cert: dict[str, Any] | None = self.state.get(keys.user_key(user_id))
+            return cert
+        found = self.certs.lookup(self.state, user_id)
+        return None if found is None else found[0]
 
 
 class Executor:
@@ -122,7 +131,8 @@ class Executor:
             # Not attributable to a valid sender: no replay marker, only a failed receipt.
             return Receipt(sha256(data), False, "invalid", exc.message)
         ctx = ExecContext(
-            self.genesis, state, height, ts, checked.tx, checked.tx_id, checked.sender_cert, contracts=self.contracts
+            self.genesis, state, height, ts, checked.tx, checked.tx_id, checked.sender_cert, contracts=self.contracts,
+            certs=self.caches.certs,
         )
         state.savepoint()
         try:

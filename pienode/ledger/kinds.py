@@ -207,7 +207,7 @@ def index_record(ctx: "ExecContext", record: dict[str, Any], *, remove: bool = F
 def _apply_upload(ctx: "ExecContext", tx: Transaction) -> Any:
     b = tx.body
     physician = ctx.sender_cert
-    patient = ctx.state.get(keys.user_key(b["patient_id"]))
+    patient = ctx.user_cert(b["patient_id"])
     if patient is None or patient["role"] != "patient":
         raise TxRejected("unknown_patient", f"{b['patient_id']} is not a registered patient")
     type_level = ctx.genesis.data_type_levels.get(b["data_type"])
