@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from pienode.bench.lean_http import LeanHTTP
 from pienode.bench.txgen import SignedTx, UploadSpec, sign_uploads
 from pienode.crypto.keys import PrivateKey
 from pienode.errors import PieError
@@ -115,23 +114,22 @@ class LoadRun:
         self.tally = Tally()
         self.stopping = asyncio.Event()
         self.refused: dict[str, int] = {}
-        self.session: aiohttp.ClientSession | None = None
+        self.http: LeanHTTP | None = None
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _call(self, method: str, url: str, **kw: Any) -> tuple[int, Any]:
+    async def _call(self, method: str, url: str, *, data: bytes = b"", json_doc: Any = None,
+                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """(status, JSON) or raises ``ConnectionError`` for a node that did not answer."""
-        assert self.session is not None
+        assert self.http is not None
+        if json_doc is not None:
+            data, headers = json.dumps(json_doc).encode(), {"Content-Type": "application/json"}
+        status, body = await self.http.request(method, url, data, headers)
         try:
-            async with self.session.request(method, url, **kw) as resp:
-                body = await resp.read()
-                try:
-                    doc = json.loads(body) if body else {}
-                except ValueError:
-                    doc = {"error": body[:200].decode(errors="replace")}
-                return resp.status, doc
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise ConnectionError(type(exc).__name__) from None
+            doc = json.loads(body) if body else {}
+        except ValueError:
+            doc = {"error": body[:200].decode(errors="replace")}
+        return status, doc
 
     async def _on_live_node(self, hint: int, method: str, path: str, **kw: Any) -> tuple[str, int, Any]:
         deadline = time.monotonic() + 30
@@ -156,7 +154,7 @@ class LoadRun:
         key = PrivateKey.generate()
         doc = {"role": role, "name": f"bench {role}", "sign_key": key.public_key.hex(),
                "enc_key": PrivateKey.generate().public_key.hex()}
-        _, status, out = await self._on_live_node(0, "POST", "/users/register", json=doc)
+        _, status, out = await self._on_live_node(0, "POST", "/users/register", json_doc=doc)
         if status != 201:
             raise PieError(f"registering a {role} failed: {out.get('error', status)}")
         return key, out["user_id"]
@@ -385,10 +383,8 @@ async def _run_load(opts: LoadOptions) -> dict[str, Any]:
             loop.add_signal_handler(sig, on_signal)
         except (NotImplementedError, RuntimeError):
             pass
-    conn = aiohttp.TCPConnector(limit=max(8, opts.concurrency * 2), limit_per_host=0)
-    timeout = aiohttp.ClientTimeout(total=WAIT_MS / 1000 + 20, sock_connect=3)
-    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
-        run.session = session
+    run.http = LeanHTTP(timeout_s=WAIT_MS / 1000 + 20, connect_timeout_s=3)
+    try:
         _, st, status = await run._on_live_node(0, "GET", "/status")
         if st != 200:
             raise PieError("the cluster does not answer /status")
@@ -401,6 +397,8 @@ async def _run_load(opts: LoadOptions) -> dict[str, Any]:
         signed = await asyncio.to_thread(sign_uploads, spec, opts.txs)
         sign_s = time.monotonic() - t_sign
         await run.submit_all(signed)
+    finally:
+        await run.http.close()
     out = run.result()
     out["signing_s"] = round(sign_s, 3)
     out["stopped_early"] = run.stopping.is_set()
