@@ -95,7 +95,9 @@ class Node:
         self._height_changed = asyncio.Condition()
         self._gossip_ready = asyncio.Event()
         #: Receipts of recently committed transactions, so a lookup does not decode a block.
-        self._recent_receipts: OrderedDict[bytes, tuple[int, Receipt]] = OrderedDict()
+        #: Kept encoded: bytes are invisible to the cyclic garbage collector, 200,000 receipt
+        #: objects (each with its dicts and tuples) made every full collection walk them.
+        self._recent_receipts: OrderedDict[bytes, tuple[int, bytes]] = OrderedDict()
         self.started_at = time.monotonic()
         self._fatal: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -218,7 +220,7 @@ class Node:
     def receipt_at(self, height: int, tx_id: bytes) -> Receipt:
         hit = self._recent_receipts.get(tx_id)
         if hit is not None and hit[0] == height:
-            return hit[1]
+            return Receipt.from_dict(unpack(hit[1]))
         block = self.ledger.block(height)
         assert block is not None
         for r in block.receipts:
@@ -273,7 +275,7 @@ class Node:
         self._notify_height()
         recent = self._recent_receipts
         for r in block.receipts:
-            recent[r.tx_id] = (block.height, r)
+            recent[r.tx_id] = (block.height, r.encode())
         while len(recent) > RECENT_RECEIPTS:
             recent.popitem(last=False)
         results: dict[str, int] = {}

@@ -143,3 +143,21 @@ async def test_verify_passes_then_catches_flipped_bytes(tmp_path):
         db.close()
         bad = verify_home(copy)
         assert not bad["ok"] and bad["errors"], (key, bad)
+
+
+async def test_receipt_of_a_committed_transaction_matches_its_block(one_node):
+    """GET /txs/{id} answers from the node's recent receipts (kept encoded) and must say
+    exactly what the stored block says; the commit counters count it once."""
+    status, out = await register(one_node, name="Bob Example")
+    assert status == 201
+    tx_id = out["tx_id"]
+    async with one_node.http.get(f"{one_node.url}/txs/{tx_id}") as r:
+        doc = await r.json()
+    assert doc["status"] == "committed" and doc["height"] == out["height"]
+    async with one_node.http.get(f"{one_node.url}/blocks/{out['height']}") as r:
+        block = await r.json()
+    assert [doc["receipt"]] == [x for x in block["receipts"] if x["tx_id"] == tx_id]
+    async with one_node.http.get(one_node.url + "/metrics") as r:
+        text = await r.text()
+    assert 'pie_txs_committed_total{result="ok"} 1.0' in text
+    assert "pie_mempool_size 0.0" in text
