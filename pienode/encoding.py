@@ -75,11 +75,16 @@ def _check_decoded(obj: Any) -> None:
     rebuilding every map (decoded maps keep the wire order)."""
     t = type(obj)
     if t is dict:
+        # Decoded keys are str or bytes (``strict_map_key``). Sorting a mix of the two raises,
+        # so after the sort one look at the first key tells whether they are all str.
         keys = list(obj)
-        for k in keys:
-            if type(k) is not str:
-                raise EncodingError(f"map keys must be str, not {type(k).__name__}")
-        if keys != sorted(keys):
+        try:
+            ordered = keys == sorted(keys)
+        except TypeError:
+            raise EncodingError("map keys must be str, not bytes") from None
+        if keys and type(keys[0]) is not str:
+            raise EncodingError(f"map keys must be str, not {type(keys[0]).__name__}")
+        if not ordered:
             raise EncodingError("non-canonical encoding: map keys out of order")
         for v in obj.values():
             if type(v) not in _LEAF:

@@ -101,22 +101,27 @@ class Transaction:
         return tx
 
 
+_MISSING = object()
+
+
 def require_fields(body: dict[str, Any], spec: dict[str, tuple[type | tuple[type, ...], bool]]) -> None:
     """Check ``body`` against ``{name: (types, required)}``; unknown fields are refused.
+
+    A bool passes only where ``bool`` itself is listed (not merely ``int``).
 
     Raises:
         ValidationError: naming the first offending field.
     """
-    unknown = set(body) - set(spec)
-    if unknown:
+    if not body.keys() <= spec.keys():
+        unknown = set(body) - set(spec)
         raise ValidationError(f"unknown body fields: {', '.join(sorted(unknown))}")
     for name, (types, required) in spec.items():
-        if name not in body:
+        v = body.get(name, _MISSING)
+        if v is _MISSING:
             if required:
                 raise ValidationError(f"missing body field {name!r}")
             continue
-        v = body[name]
-        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise ValidationError(f"body field {name!r} has the wrong type")
-        if not isinstance(v, types):
+        if not isinstance(v, types) or (
+            (v is True or v is False) and bool not in (types if isinstance(types, tuple) else (types,))
+        ):
             raise ValidationError(f"body field {name!r} has the wrong type")

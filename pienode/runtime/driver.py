@@ -124,6 +124,9 @@ class ConsensusDriver:
     def submit(self, data: bytes) -> None:
         self._inbox.put_nowait(("submit", data))
 
+    def submit_many(self, datas: list[bytes]) -> None:
+        self._inbox.put_nowait(("submit_many", datas))
+
     def on_peer_message(self, peer: str, data: bytes) -> None:
         self._inbox.put_nowait(("msg", peer, data))
 
@@ -140,6 +143,11 @@ class ConsensusDriver:
         kind = event[0]
         if kind == "submit":
             return r.submit(event[1], now)
+        if kind == "submit_many":
+            acts: list[Any] = []
+            for data in event[1]:
+                acts.extend(r.submit(data, now))
+            return acts
         if kind == "msg":
             return r.on_message(event[1], event[2], now)
         if kind == "timeout":

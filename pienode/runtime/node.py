@@ -188,6 +188,18 @@ class Node:
         Raises:
             EncodingError, ValidationError, ReplayError, MempoolFull: for the submitter.
         """
+        tx_id, fresh = self._admit(data, gossip=gossip)
+        if fresh:
+            self.driver.submit(data)
+        return tx_id
+
+    def _admit(self, data: bytes, *, gossip: bool) -> tuple[bytes, bool]:
+        """Validate and add to the mempool: (id, whether it is new there). The caller hands
+        new ones to the consensus driver.
+
+        Raises:
+            EncodingError, ValidationError, ReplayError, MempoolFull: for the submitter.
+        """
         try:
             checked = check_transaction(
                 data, genesis=self.genesis, state=self.committed_view(), now_ms=now_ms(), caches=self.tx_caches
@@ -198,13 +210,12 @@ class Node:
         if not self.mempool.add(checked.tx_id, data):
             if gossip:
                 raise ReplayError("transaction already pending", tx_id=checked.tx_id.hex())
-            return checked.tx_id
+            return checked.tx_id, False
         self.metrics.txs_admitted.inc()
         if gossip:
             self._gossip_buf.append(data)
             self._gossip_ready.set()
-        self.driver.submit(data)
-        return checked.tx_id
+        return checked.tx_id, True
 
     async def wait_committed(self, tx_id: bytes, timeout_s: float) -> tuple[int, Receipt] | None:
         height = self.ledger.tx_height(tx_id)
@@ -236,13 +247,17 @@ class Node:
         except PieError:
             log.warning("discarded malformed gossip from %s", peer)
             return
+        fresh: list[bytes] = []
         for data in txs:
             if not isinstance(data, bytes):
                 continue
             try:
-                self.admit(data, gossip=False)
+                if self._admit(data, gossip=False)[1]:
+                    fresh.append(data)
             except PieError:
                 pass  # already committed, expired or invalid: the primary won't order it from us
+        if fresh:
+            self.driver.submit_many(fresh)  # one event for the whole frame, in its order
 
     async def _gossip_loop(self) -> None:
         """Forward admitted transactions to the peers, coalesced: it wakes when something is

@@ -156,3 +156,15 @@ def test_join_array_and_join_map_equal_packing_the_whole(n):
         assert join_map({k: pack(v) for k, v in m.items()}) == pack(m)
     big = {f"k{i}": i for i in range(n)}
     assert join_map({k: pack(v) for k, v in big.items()}) == pack(big)
+
+
+@pytest.mark.parametrize("data", [
+    b"\x82\xa1a\x01\xc4\x01b\x02",   # a str key, then a bytes key
+    b"\x82\xc4\x01a\x01\xa1b\x02",   # a bytes key, then a str key
+    b"\x82\xc4\x01a\x01\xc4\x01b\x02",  # bytes keys only, in order
+    b"\x91\x81\xc4\x01a\x01",        # a bytes key in a nested map
+])
+def test_bytes_map_keys_are_refused_however_mixed(data):
+    assert _reference_verdict(data) == ("refused", None)
+    with pytest.raises(EncodingError, match="keys must be str"):
+        unpack(data)

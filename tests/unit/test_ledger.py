@@ -174,3 +174,21 @@ def test_block_encoding_is_the_canonical_map_of_its_parts(world):
     again = Block.decode(whole)
     assert again.encode() == whole and again == block
     assert receipts_root(again.receipts) == block.header.receipts_root
+
+
+def test_require_fields_refuses_unknown_missing_and_mistyped_fields():
+    from pienode.ledger.tx import require_fields
+
+    spec = {"n": (int, True), "flag": (bool, True), "opt": ((int, type(None)), False), "s": (str, False)}
+    require_fields({"n": 1, "flag": False}, spec)
+    require_fields({"n": -3, "flag": True, "opt": None, "s": ""}, spec)
+    for body, what in [
+        ({"n": 1, "flag": True, "extra": 1}, "unknown body fields: extra"),
+        ({"flag": True}, "missing body field 'n'"),
+        ({"n": True, "flag": True}, "'n' has the wrong type"),     # a bool is not an int here
+        ({"n": 1, "flag": 1}, "'flag' has the wrong type"),
+        ({"n": 1, "flag": True, "opt": False}, "'opt' has the wrong type"),
+        ({"n": 1, "flag": True, "s": b"x"}, "'s' has the wrong type"),
+    ]:
+        with pytest.raises(ValidationError, match=what):
+            require_fields(body, spec)
