@@ -12,6 +12,7 @@ before use.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 from typing import TYPE_CHECKING
 
@@ -29,8 +30,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("pienode.files")
 
 
+#: glibc ``mallopt`` parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_big_buffers_in_the_heap() -> bool:
+    """Serve the multi-MiB buffers of file transfers (HTTP pieces, push frames, sealed peer
+    frames) from the heap, reused, instead of a fresh ``mmap`` each (every page of which
+    faults and is zeroed, then unmapped on free). Measured on a 256 MB upload: the receiving
+    node took ~100k page faults. Process-wide, so the node calls it once at start; a no-op
+    where glibc's ``mallopt`` is missing. Returns whether it applied."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 16 << 20) and mallopt(_M_TRIM_THRESHOLD, 64 << 20))
+
+
 class FileService:
     def __init__(self, node: "Node") -> None:
+        keep_big_buffers_in_the_heap()
         self.node = node
         self.store = PackStore(node.cfg.data_dir / "files")
         n = len(node.genesis.nodes)
