@@ -1,8 +1,10 @@
 """Block exchange between hospitals: fetch missing blocks, serve ours, replicate new files.
 
 Owns: the files channel's messages (canonical msgpack, see ``pienode.encoding``):
-- ``{"op": "get", "cids": [cid bytes]}`` -> ``{"blocks": [bytes | None]}`` (one entry per
-  asked CID, None for blocks not held or past the response budget);
+- ``{"op": "get", "cids": [cid bytes], "bulk"?: true}`` -> ``{"blocks": [bytes | None]}``
+  (one entry per asked CID, None for blocks not held or past the response budget). A
+  ``bulk`` request (background replication) waits, up to ``bulk_yield``, while this node
+  streams an upload of its own: acknowledged uploads go first;
 - ``{"op": "has", "cids": [...]}`` -> ``{"have": [bool]}``;
 - ``{"op": "replicate", "root": cid bytes, "size": n}`` -> ``{"ok": bool, "error"?: str}``:
   the receiver pulls the whole DAG (from the sender and any other peer) and answers once it
@@ -57,6 +59,7 @@ class ExchangeConfig:
     replication: peers asked to hold a copy of each new upload (besides this node).
     timeout: seconds for one block request.
     replicate_timeout: seconds a peer may take to pull a whole file.
+    bulk_yield: longest a bulk ``get`` waits for this node's own uploads (under ``timeout``).
     """
 
     blocks_per_request: int = 8
@@ -66,6 +69,7 @@ class ExchangeConfig:
     timeout: float = 30.0
     replicate_timeout: float = 600.0
     push: PushConfig = field(default_factory=PushConfig)
+    bulk_yield: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,9 @@ class BlockExchange:
         self.peer_failures = 0
         self.pushes = PushReceiver(store, lambda cids, prefer: self.fetch_blocks(cids, prefer=prefer),
                                    self.cfg.push)
+        self._uploads = 0  # uploads this node is pushing right now
+        self._quiet = asyncio.Event()
+        self._quiet.set()
 
     # -- serve side -------------------------------------------------------------------
 
@@ -156,7 +163,7 @@ class BlockExchange:
             op = msg.get("op") if isinstance(msg, dict) else None
             if op == "replicate":
                 root = CID.from_bytes(msg["root"])
-                await self.fetch_dag(root, prefer=[peer_id])
+                await self.fetch_dag(root, prefer=[peer_id], bulk=msg.get("bulk") is True)
                 return pack({"ok": True})
             if op == "push-commit":
                 size = msg["size"]
@@ -165,6 +172,11 @@ class BlockExchange:
                 return await self.pushes.on_commit(peer_id, msg["sid"], CID.from_bytes(msg["root"]), size)
             if op == "push-abort":
                 return await self.pushes.on_abort(peer_id, msg["sid"])
+            if op == "get" and msg.get("bulk") is True and not self._quiet.is_set():
+                try:
+                    await asyncio.wait_for(self._quiet.wait(), self.cfg.bulk_yield)
+                except TimeoutError:
+                    pass  # serve it anyway: background replication must not starve
             return await handle_request(self.store, payload)
         except PieError as exc:
             log.info("files request from %s refused: %s", peer_id, exc.message)
@@ -174,13 +186,18 @@ class BlockExchange:
 
     # -- fetching ---------------------------------------------------------------------
 
-    async def _ask(self, peer: str, cids: list[CID]) -> dict[CID, bytes]:
-        payload = pack({"op": "get", "cids": [c.to_bytes() for c in cids]})
+    async def _ask(self, peer: str, cids: list[CID], bulk: bool = False) -> dict[CID, bytes]:
+        msg: dict[str, object] = {"op": "get", "cids": [c.to_bytes() for c in cids]}
+        if bulk:
+            msg["bulk"] = True
+        payload = pack(msg)
         try:
             answer = await asyncio.wait_for(
                 self._request(peer, payload, self.cfg.timeout), self.cfg.timeout + 1.0
             )
-            blocks = unpack(answer)["blocks"]
+            # Not strict: every block is checked against its CID below, so re-encoding the
+            # answer to prove it canonical would only add two passes over every byte.
+            blocks = unpack(answer, strict=False)["blocks"]
             if not isinstance(blocks, list) or len(blocks) != len(cids):
                 raise FileStoreError("malformed get answer")
         except (PieError, OSError, asyncio.TimeoutError, KeyError, TypeError) as exc:
@@ -200,9 +217,11 @@ class BlockExchange:
         await asyncio.to_thread(verify)
         return got
 
-    async def fetch_blocks(self, cids: list[CID], *, prefer: Sequence[str] = ()) -> dict[CID, bytes]:
+    async def fetch_blocks(self, cids: list[CID], *, prefer: Sequence[str] = (),
+                           bulk: bool = False) -> dict[CID, bytes]:
         """Fetch ``cids`` from peers in parallel, each block verified; a block one peer lacks
-        or sends damaged is asked of the next. Returns what was found."""
+        or sends damaged is asked of the next. ``bulk``: background work, which peers busy
+        with uploads of their own answer later. Returns what was found."""
         first = [p for p in dict.fromkeys(prefer) if p != self.node_id]
         rest = [p for p in dict.fromkeys(self._peers()) if p != self.node_id and p not in first]
         random.shuffle(rest)  # spread load; the preferred peers (who have it) go first
@@ -225,7 +244,7 @@ class BlockExchange:
 
             async def run(peer: str, group: list[CID]) -> None:
                 async with sems[peer]:
-                    found.update(await self._ask(peer, group))
+                    found.update(await self._ask(peer, group, bulk))
 
             step = self.cfg.blocks_per_request
             await asyncio.gather(
@@ -233,9 +252,9 @@ class BlockExchange:
             )
             self.blocks_fetched += sum(1 for c in todo if c in found)
 
-    async def fetch_dag(self, root: CID, *, prefer: Sequence[str] = ()) -> int:
-        """Make the whole DAG of ``root`` durable here (fetching what is missing), then record
-        it as a root. Returns the file size.
+    async def fetch_dag(self, root: CID, *, prefer: Sequence[str] = (), bulk: bool = False) -> int:
+        """Make the whole DAG of ``root`` durable here (fetching what is missing, as ``bulk``
+        background work if so), then record it as a root. Returns the file size.
 
         Raises:
             BlockMissing: some block is at no reachable peer.
@@ -251,7 +270,7 @@ class BlockExchange:
 
             async def ensure(window: list[CID]) -> dict[CID, bytes]:
                 async with gate:
-                    return await self._ensure(window, prefer)
+                    return await self._ensure(window, prefer, bulk)
 
             while level:
                 nxt: list[CID] = []
@@ -282,7 +301,7 @@ class BlockExchange:
         finally:
             store.unprotect(root)
 
-    async def _ensure(self, window: list[CID], prefer: Sequence[str]) -> dict[CID, bytes]:
+    async def _ensure(self, window: list[CID], prefer: Sequence[str], bulk: bool) -> dict[CID, bytes]:
         """Internal nodes of ``window`` (read or fetched) keyed by CID; leaves only made
         durable (an empty placeholder is returned for them)."""
         store = self.store
@@ -304,7 +323,7 @@ class BlockExchange:
 
         have, missing = await asyncio.to_thread(local)
         if missing:
-            got = await self.fetch_blocks(missing, prefer=prefer)
+            got = await self.fetch_blocks(missing, prefer=prefer, bulk=bulk)
             lost = [c for c in missing if c not in got]
             if lost:
                 raise BlockMissing("block at no reachable peer", cid=str(lost[0]))
@@ -320,17 +339,30 @@ class BlockExchange:
     # -- replication ------------------------------------------------------------------
 
     def push_to(self, peers: Sequence[str]) -> PushReplication:
-        """A push of one new upload to ``peers`` (pass it to ``ingest`` as its sink)."""
-        return PushReplication(self._request, [p for p in peers if p != self.node_id], self.cfg.push)
+        """A push of one new upload to ``peers`` (pass it to ``ingest`` as its sink). Until
+        it finishes or aborts, peers' bulk requests to this node wait (see ``get``)."""
+        self._uploads += 1
+        self._quiet.clear()
+
+        def done() -> None:
+            self._uploads -= 1
+            if not self._uploads:
+                self._quiet.set()
+
+        return PushReplication(self._request, [p for p in peers if p != self.node_id], self.cfg.push,
+                               on_done=done)
 
     async def replicate(self, info: FileInfo, k: int | None = None, *,
-                        exclude: Sequence[str] = ()) -> ReplicationResult:
+                        exclude: Sequence[str] = (), bulk: bool = False) -> ReplicationResult:
         """Ask ``k`` peers (default: the configured replication factor) not in ``exclude``
-        to pull the file; returns which confirmed a durable copy. More peers are tried if
-        some fail."""
+        to pull the file (``bulk``: as background work, behind uploads); returns which
+        confirmed a durable copy. More peers are tried if some fail."""
         want = self.cfg.replication if k is None else k
         peers = [p for p in self._peers() if p != self.node_id and p not in exclude]
-        payload = pack({"op": "replicate", "root": CID.parse(info.cid).to_bytes(), "size": info.size})
+        msg: dict[str, object] = {"op": "replicate", "root": CID.parse(info.cid).to_bytes(), "size": info.size}
+        if bulk:
+            msg["bulk"] = True
+        payload = pack(msg)
         confirmed: list[str] = []
         failed: list[str] = []
 

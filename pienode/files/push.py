@@ -151,8 +151,12 @@ class PushReplication:
     """The sending side of one upload's push to ``peers``. A peer that fails is dropped
     (counted in ``failed``); the upload itself never fails because of a peer."""
 
-    def __init__(self, request: RequestFn, peers: Sequence[str], config: PushConfig | None = None) -> None:
+    def __init__(self, request: RequestFn, peers: Sequence[str], config: PushConfig | None = None,
+                 *, on_done: Callable[[], None] | None = None) -> None:
+        """Args:
+        on_done: called once, when the push finishes or aborts."""
         self.cfg = config or PushConfig()
+        self._on_done = on_done
         self.sid = os.urandom(SID_SIZE)
         self._request = request
         self._live: list[str] = list(dict.fromkeys(peers))
@@ -165,6 +169,11 @@ class PushReplication:
     @property
     def peers(self) -> tuple[str, ...]:
         return tuple(self._live)
+
+    def _done(self) -> None:
+        if self._on_done is not None:
+            callback, self._on_done = self._on_done, None
+            callback()
 
     def _fail(self, peer: str, why: str) -> None:
         if peer in self._live:
@@ -223,13 +232,17 @@ class PushReplication:
                 return None
             return peer
 
-        done = await asyncio.gather(*(commit(p) for p in list(self._live)))
+        try:
+            done = await asyncio.gather(*(commit(p) for p in list(self._live)))
+        finally:
+            self._done()
         self.confirmed = tuple(p for p in done if p is not None)
         return self.confirmed
 
     async def abort(self) -> None:
         """Stop pushing and tell the peers to drop what they hold of this upload (best
         effort: a peer that misses it drops the session after its idle timeout)."""
+        self._done()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)

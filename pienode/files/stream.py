@@ -123,6 +123,17 @@ async def ingest(
         TooLarge: more than ``max_bytes`` arrived; nothing is kept (here or by the sink).
         Whatever ``chunks`` raises (a broken upload); nothing is kept.
     """
+    try:
+        return await _ingest(store, chunks, max_bytes, sink)
+    except BaseException:
+        if sink is not None:
+            await sink.abort()
+        raise
+
+
+async def _ingest(
+    store: PackStore, chunks: AsyncIterable[bytes], max_bytes: int, sink: IngestSink | None
+) -> FileInfo:
     opening = asyncio.ensure_future(asyncio.to_thread(store.writer))
     try:
         w = await asyncio.shield(opening)
@@ -184,8 +195,6 @@ async def ingest(
         # Threads cannot be cancelled; let every stage end before truncating the pack.
         await asyncio.gather(*stages, return_exceptions=True)
         await asyncio.to_thread(w.abort)
-        if sink is not None:
-            await sink.abort()
         raise
     return FileInfo(str(root), size)
 

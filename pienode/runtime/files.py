@@ -109,7 +109,8 @@ class FileService:
             task.add_done_callback(self._background.discard)
 
     async def _replicate_rest(self, info: FileInfo, holders: tuple[str, ...]) -> None:
-        result = await self.exchange.replicate(info, self.background_peers - len(holders), exclude=holders)
+        result = await self.exchange.replicate(info, self.background_peers - len(holders), exclude=holders,
+                                               bulk=True)
         if result.failed:
             log.info("background replication of %s: %d confirmed, failed on %s", info.cid,
                      len(result.confirmed), ", ".join(result.failed))

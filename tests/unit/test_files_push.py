@@ -302,3 +302,18 @@ async def test_no_ack_when_no_other_hospital_can_hold_it(net: Net) -> None:
     net.down |= {"hospital-2", "hospital-3"}
     status, body = await _upload(net, Service(net, "hospital-1", "hospital-2"), DATA)
     assert status >= 500 and "confirmed" in body["error"]
+
+
+async def test_background_pulls_wait_while_the_node_pushes_an_upload(net: Net) -> None:
+    origin = net.nodes["hospital-1"]
+    leaf = DATA[:CHUNK_SIZE]
+    await ingest(origin.store, _pieces(leaf), 1 << 30)
+    cid = cid_of_bytes(leaf)
+    sink = origin.push_to(["hospital-2"])  # an upload under way at hospital-1
+    bulk = asyncio.ensure_future(net.nodes["hospital-3"]._ask("hospital-1", [cid], bulk=True))
+    urgent = await net.nodes["hospital-2"]._ask("hospital-1", [cid])
+    assert urgent == {cid: leaf}  # a read for a user is served at once
+    done, _ = await asyncio.wait([bulk], timeout=0.3)
+    assert not done  # background replication waits for the upload...
+    await sink.abort()
+    assert await asyncio.wait_for(bulk, 5) == {cid: leaf}  # ...and goes on once it ends
