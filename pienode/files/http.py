@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import BinaryIO, Protocol
 
@@ -202,6 +203,7 @@ def add_file_routes(
         if request.content_length is not None and request.content_length > max_bytes:
             return _error(413, f"upload exceeds the maximum of {max_bytes} bytes")
         store = store_getter()
+        started = time.monotonic()
         sink = await replication.open_upload() if replication is not None else None
         try:
             info = await ingest(store, _body_pieces(request), max_bytes, sink=sink)
@@ -209,6 +211,7 @@ def add_file_routes(
             return _from_exc(exc)
         except (ValueError, AssertionError) as exc:  # malformed multipart framing
             return _error(400, f"malformed upload: {exc}")
+        stored = time.monotonic()
         try:
             if replication is not None:
                 await replication.acknowledge(info, sink)
@@ -216,6 +219,8 @@ def add_file_routes(
                 await on_ingested(info)
         except PieError as exc:
             return _from_exc(exc)
+        log.info("upload %s (%d bytes): stored in %.2f s, acknowledged after %.2f s more", info.cid,
+                 info.size, stored - started, time.monotonic() - stored)
         return web.json_response({"cid": info.cid, "size": info.size})
 
     async def get_file(request: web.Request) -> web.StreamResponse:

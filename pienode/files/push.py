@@ -37,6 +37,7 @@ import hashlib
 import logging
 import os
 import struct
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -165,6 +166,8 @@ class PushReplication:
         self.failed: dict[str, str] = {}
         self.confirmed: tuple[str, ...] = ()
         self.bytes_sent = 0
+        self.waited_s = 0.0  # time the upload waited for a peer's answers (back-pressure)
+        self.commit_s = 0.0  # time the peers took to commit
 
     @property
     def peers(self) -> tuple[str, ...]:
@@ -190,7 +193,12 @@ class PushReplication:
             payload = encode_push(self.sid, group)
             for peer in list(self._live):
                 sem = self._sems[peer]
-                await sem.acquire()
+                if sem.locked():
+                    t = time.monotonic()
+                    await sem.acquire()
+                    self.waited_s += time.monotonic() - t
+                else:
+                    await sem.acquire()
                 if peer not in self._live:
                     sem.release()
                     continue
@@ -215,7 +223,10 @@ class PushReplication:
     async def finish(self, root: CID, size: int) -> tuple[str, ...]:
         """Wait for every push, then ask each live peer to commit; returns (and keeps in
         ``confirmed``) the peers that now hold the file durably."""
+        t = time.monotonic()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.waited_s += time.monotonic() - t
+        t = time.monotonic()
         msg = pack({"op": "push-commit", "sid": self.sid, "root": root.to_bytes(), "size": size})
 
         async def commit(peer: str) -> str | None:
@@ -236,6 +247,7 @@ class PushReplication:
             done = await asyncio.gather(*(commit(p) for p in list(self._live)))
         finally:
             self._done()
+        self.commit_s = time.monotonic() - t
         self.confirmed = tuple(p for p in done if p is not None)
         return self.confirmed
 

@@ -87,6 +87,10 @@ class FileService:
         """Return only once f+1 hospitals (by default) hold the file durably: the pushed
         copies that committed, and pulled ones from other hospitals for any that failed."""
         confirmed = list(sink.confirmed) if isinstance(sink, PushReplication) else []
+        if isinstance(sink, PushReplication):
+            log.info("upload %s (%d bytes) pushed to %s: waited %.2f s for the peers, their commit "
+                     "%.2f s%s", info.cid, info.size, ",".join(confirmed) or "nobody", sink.waited_s,
+                     sink.commit_s, f"; failed: {sink.failed}" if sink.failed else "")
         await self._acknowledge(info, confirmed)
 
     async def on_ingested(self, info: FileInfo) -> None:
