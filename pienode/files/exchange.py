@@ -169,7 +169,11 @@ class BlockExchange:
                 size = msg["size"]
                 if not isinstance(size, int) or size < 0 or not isinstance(msg["sid"], bytes):
                     raise FileStoreError("malformed push-commit")
-                return await self.pushes.on_commit(peer_id, msg["sid"], CID.from_bytes(msg["root"]), size)
+                frame = msg.get("frame")
+                if frame is not None and not isinstance(frame, bytes):
+                    raise FileStoreError("malformed push-commit")
+                return await self.pushes.on_commit(peer_id, msg["sid"], CID.from_bytes(msg["root"]), size,
+                                                   frame)
             if op == "push-abort":
                 return await self.pushes.on_abort(peer_id, msg["sid"])
             if op == "get" and msg.get("bulk") is True and not self._quiet.is_set():

@@ -21,8 +21,9 @@ Messages on the files channel:
 
   0xC1 is the one byte msgpack never uses, so a push frame cannot be mistaken for a message.
   Answer: ``{"ok": true}`` (or ``{"ok": false, "error": ...}``: the session is dropped).
-- ``{"op": "push-commit", "sid": bytes, "root": cid bytes, "size": n}`` -> ``{"ok": bool}``
-  once the file is durable and visible here.
+- ``{"op": "push-commit", "sid": bytes, "root": cid bytes, "size": n, "frame"?: push frame}``
+  -> ``{"ok": bool}`` once the file is durable and visible here; ``frame`` carries the last
+  blocks (less than a frame's worth), so a small file takes one round trip.
 - ``{"op": "push-abort", "sid": bytes}`` -> ``{"ok": true}``.
 
 Must never: store or index a block that does not hash to its CID, make a root visible before
@@ -56,6 +57,7 @@ _ENTRY = struct.Struct(">B32sI")
 #: A commit may need to pull missing blocks level by level; a UnixFS DAG of 2^64 bytes is
 #: far shallower than this.
 _MAX_DAG_DEPTH = 16
+_FETCH_RETRIES = 4
 
 RequestFn = Callable[[str, bytes, float], Awaitable[bytes]]
 FetchFn = Callable[[list[CID], Sequence[str]], Awaitable[dict[CID, bytes]]]
@@ -163,6 +165,8 @@ class PushReplication:
         self._live: list[str] = list(dict.fromkeys(peers))
         self._sems = {p: asyncio.Semaphore(self.cfg.inflight) for p in self._live}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: list[Block] = []  # under push_bytes, not sent yet: goes with the commit
+        self._held_bytes = 0
         self.failed: dict[str, str] = {}
         self.confirmed: tuple[str, ...] = ()
         self.bytes_sent = 0
@@ -186,8 +190,16 @@ class PushReplication:
 
     async def send(self, blocks: Sequence[Block]) -> None:
         """Queue ``blocks`` to every live peer; waits only while ``inflight`` frames to a peer
-        are unanswered (back-pressure on the ingest)."""
-        for group in _groups(blocks, self.cfg.push_bytes):
+        are unanswered (back-pressure on the ingest). Less than a frame's worth is held back
+        and travels with the commit, so a small file costs one round trip."""
+        self._held += blocks
+        self._held_bytes += sum(len(d) for _, d in blocks)
+        if self._held_bytes < self.cfg.push_bytes:
+            return
+        groups = _groups(self._held, self.cfg.push_bytes)
+        self._held = groups.pop() if sum(len(d) for _, d in groups[-1]) < self.cfg.push_bytes else []
+        self._held_bytes = sum(len(d) for _, d in self._held)
+        for group in groups:
             if not self._live:
                 return
             payload = encode_push(self.sid, group)
@@ -227,7 +239,11 @@ class PushReplication:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self.waited_s += time.monotonic() - t
         t = time.monotonic()
-        msg = pack({"op": "push-commit", "sid": self.sid, "root": root.to_bytes(), "size": size})
+        fields: dict[str, object] = {"op": "push-commit", "sid": self.sid, "root": root.to_bytes(), "size": size}
+        if self._held:
+            fields["frame"] = encode_push(self.sid, self._held)
+            self._held, self._held_bytes = [], 0
+        msg = pack(fields)
 
         async def commit(peer: str) -> str | None:
             try:
@@ -343,7 +359,7 @@ class PushReceiver:
             if s.writer is not None:
                 await asyncio.to_thread(s.writer.abort)
 
-    async def on_push(self, peer: str, payload: bytes) -> bytes:
+    async def on_push(self, peer: str, payload: bytes, *, expect_sid: bytes | None = None) -> bytes:
         """Verify and append one push frame. A block that does not match its CID drops the
         whole session (nothing of it is kept) and is refused.
 
@@ -351,6 +367,8 @@ class PushReceiver:
             FileStoreError: malformed frame, limits, a bad block, or a dropped session.
         """
         sid, blocks = decode_push(payload)
+        if expect_sid is not None and sid != expect_sid:
+            raise FileStoreError("push frame of another session")
         s = self._session(peer, sid)
         bad = await asyncio.to_thread(_first_bad, blocks)
         if bad >= 0:
@@ -375,14 +393,16 @@ class PushReceiver:
             if cid.codec == DAG_PB:
                 s.nodes[cid] = bytes(data)
 
-    async def on_commit(self, peer: str, sid: bytes, root: CID, size: int) -> bytes:
-        """Complete the session's DAG under ``root`` (pulling what did not arrive), then make
-        it durable and visible.
+    async def on_commit(self, peer: str, sid: bytes, root: CID, size: int, frame: bytes | None = None) -> bytes:
+        """Append ``frame`` (the last blocks, if any), complete the session's DAG under
+        ``root`` (pulling what did not arrive), then make it durable and visible.
 
         Raises:
             FileStoreError / DagError / BlockMissing: the file cannot be completed here; the
                 session is dropped.
         """
+        if frame is not None:
+            await self.on_push(peer, frame, expect_sid=sid)
         s = self._sessions.get((peer, sid))
         if s is None:
             if await asyncio.to_thread(self.store.has_root, root):
@@ -394,12 +414,18 @@ class PushReceiver:
             async with s.lock:
                 if s.closed:
                     raise FileStoreError("push session was dropped")
-                for _ in range(_MAX_DAG_DEPTH):
+                for attempt in range(_MAX_DAG_DEPTH):
                     missing = await asyncio.to_thread(self._missing, s, root, size)
                     if not missing:
                         break
                     got = await self._fetch(missing, [peer])
                     lost = [c for c in missing if c not in got]
+                    if lost and attempt < _FETCH_RETRIES:
+                        # The sender commits its own copy while we commit ours: a block it
+                        # has not made visible yet is there a moment later.
+                        await asyncio.sleep(0.05 * (attempt + 1))
+                        got.update(await self._fetch(lost, [peer]))
+                        lost = [c for c in missing if c not in got]
                     if lost:
                         raise BlockMissing("block neither pushed nor at any peer", cid=str(lost[0]))
                     # replace: a block stored here but damaged must be overwritten, not deduped.

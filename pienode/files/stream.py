@@ -116,7 +116,7 @@ async def ingest(
     on both cores), then, strictly in file order (the DAG builder and the pack are
     sequential), writing in a worker thread while the same blocks go to ``sink``. Each block
     is hashed once here: the CID computed from the bytes is what is stored and sent. At most
-    ``PIPELINE`` batches are in flight. The sink's commit follows the local one (fsync, then
+    ``PIPELINE`` batches are in flight. The sink's commit runs with the local one (fsync, then
     index): both are short, since the pack's write-back started while the upload streamed.
 
     Raises:
@@ -187,16 +187,21 @@ async def _ingest(
         if sink is None:
             await local
         else:
-            # The sink's commit waits for ours: a replica missing a block (a lost push)
-            # pulls it from us, so our copy must be visible first.
-            await _both(local, sink.send(last))
-            await sink.finish(root, size)
+            # Both commits (an fsync each) at once; a replica that misses a block pulls it
+            # from us once our commit makes it visible.
+            await _both(local, _send_and_finish(sink, last, root, size))
     except BaseException:
         # Threads cannot be cancelled; let every stage end before truncating the pack.
         await asyncio.gather(*stages, return_exceptions=True)
         await asyncio.to_thread(w.abort)
         raise
     return FileInfo(str(root), size)
+
+
+async def _send_and_finish(sink: IngestSink, last: Sequence[tuple[CID, bytes | memoryview]],
+                           root: CID, size: int) -> None:
+    await sink.send(last)
+    await sink.finish(root, size)
 
 
 async def _both(a: Awaitable[object], b: Awaitable[object]) -> None:

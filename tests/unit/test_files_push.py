@@ -271,9 +271,9 @@ async def test_ack_comes_only_after_the_replica_holds_every_block(net: Net) -> N
     gate = asyncio.Event()
     real = replica.pushes.on_commit
 
-    async def slow_commit(peer, sid, root, size):  # type: ignore[no-untyped-def]
+    async def slow_commit(*args):  # type: ignore[no-untyped-def]
         await gate.wait()
-        return await real(peer, sid, root, size)
+        return await real(*args)
 
     replica.pushes.on_commit = slow_commit  # type: ignore[method-assign]
     task = asyncio.ensure_future(_upload(net, Service(net, "hospital-1", "hospital-2"), DATA))
@@ -317,3 +317,20 @@ async def test_background_pulls_wait_while_the_node_pushes_an_upload(net: Net) -
     assert not done  # background replication waits for the upload...
     await sink.abort()
     assert await asyncio.wait_for(bulk, 5) == {cid: leaf}  # ...and goes on once it ends
+
+
+async def test_small_file_travels_with_the_commit(net: Net) -> None:
+    origin, replica = net.nodes["hospital-1"], net.nodes["hospital-2"]
+    data = DATA[: CHUNK_SIZE + 99]  # two leaves and their node: under one frame
+    sink = origin.push_to(["hospital-2"])
+    info = await ingest(origin.store, _pieces(data), 1 << 30, sink=sink)
+    assert sink.confirmed == ("hospital-2",)
+    assert net.pushes_seen.get("hospital-2", 0) == 0  # no separate push frame: one round trip
+    assert await _read_all(replica.store, info.cid) == data
+    # The frame riding on a commit is verified like any push.
+    leaf = DATA[:CHUNK_SIZE]
+    bad = encode_push(b"q" * 16, [(cid_of_bytes(leaf), leaf[:-1] + b"!")])
+    commit = pack({"op": "push-commit", "sid": b"q" * 16, "root": cid_of_bytes(leaf).to_bytes(),
+                   "size": len(leaf), "frame": bad})
+    answer = unpack(await replica.handle_request("hospital-1", commit))
+    assert answer["ok"] is False and not replica.store.has_root(cid_of_bytes(leaf))
