@@ -10,28 +10,17 @@ recover a delegating key.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from pienode.cli.client import RemoteError
-from pienode.client.session import Refused, Session, record_from_json
-from pienode.client.transfer import (
-    ContentMismatch,
-    Progress,
-    decrypt_to_file,
-    encrypted_pieces,
-    encrypted_size,
-)
+from pienode.client import download
+from pienode.client.session import Refused, Session
+from pienode.client.transfer import Progress, encrypted_pieces, encrypted_size
 from pienode.crypto import grants, pre, seal
 from pienode.crypto.pre import PrePublicKey, PreSecretKey
-from pienode.crypto.stream import StreamError
 from pienode.encoding import pack, unpack
 from pienode.errors import CryptoError, Forbidden, PieError, ValidationError
-from pienode.files.http import VERIFY_CLIENT, VERIFY_HEADER
 from pienode.identity.levels import DEFAULT_DATA_TYPE_LEVELS, LEVELS, satisfies
 
 
@@ -214,67 +203,14 @@ async def _cfrags(s: Session, record_id: str, access_tx: str, need: int) -> list
 
 
 async def fetch(s: Session, record_id: str, out: Path) -> dict[str, Any]:
-    """Download and decrypt a record into ``out``.
-
-    One round trip (``GET /records/{id}/content``) brings the record and its ciphertext;
-    the node serves its stored blocks without hashing them again because this client
-    checks them itself, twice over: every chunk authenticates under the record's key
-    (AES-GCM) and the whole ciphertext must hash to the CID the chain records. If either
-    check fails (the node's copy may be damaged on disk), the client asks once more through
-    ``GET /files/{cid}`` with the node checking every block (repairing a damaged one from a
-    peer first), and still checks everything itself.
-    """
-    path = f"/records/{record_id}/content"
-    headers = {**s.headers("GET", path, None), VERIFY_HEADER: VERIFY_CLIENT}
-    dek: bytes | None = None
-    async with s.client.session.get(s.client.base + path, headers=headers) as resp:
-        if resp.status != 200:
-            await _refusal(resp, record_id)
-        head = await resp.content.readexactly(4)
-        rec = record_from_json(json.loads(await resp.content.readexactly(int.from_bytes(head, "big"))))
-        if s.user_id in rec["sealed_keys"]:
-            dek, via = _own_dek(s, rec), "own key"
-            progress = Progress("download+decrypt", rec["size"])
-            try:
-                size = await decrypt_to_file(resp.content.iter_any(), dek, out, progress, expect_cid=rec["cid"],
-                                             size=rec["size"])
-                return _fetched(rec, out, size, via)
-            except (StreamError, ContentMismatch, aiohttp.ClientPayloadError):
-                pass  # below: again, with the node checking (and repairing) its copy
-            finally:
-                progress.close()
-    if dek is None:  # not sealed to me: the body is left unread, the connection dropped
-        dek, via = await _granted_dek(s, rec)
-    size = await decrypt_from_store(s, rec["cid"], rec["size"], dek, out)
-    return _fetched(rec, out, size, via)
-
-
-def _fetched(rec: dict[str, Any], out: Path, size: int, via: str) -> dict[str, Any]:
+    """Download and decrypt a record into ``out`` (``download`` says who checks what)."""
+    rec, size, dek = await download.fetch_record(s, record_id, out)
+    via = "own key"
+    if size is None:
+        if dek is None:
+            dek, via = await _granted_dek(s, rec)
+        size = await download.decrypt_from_store(s, rec["cid"], rec["size"], dek, out)
     return {"record_id": rec["record_id"], "out": str(out), "size": size, "version": rec["version"], "via": via}
-
-
-async def _refusal(resp: aiohttp.ClientResponse, record_id: str) -> None:
-    """Raise the error a non-200 answer to ``GET /records/{id}/content`` stands for."""
-    body = await resp.read()
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        doc = {}
-    message = doc.get("error") if isinstance(doc, dict) else None
-    if resp.status == 404 and doc.get("kind") == "NotFound" and doc.get("record_id") == record_id:
-        raise ValidationError(f"no record {record_id}")
-    if resp.status == 403:
-        raise Forbidden(message or "refused")
-    raise RemoteError(f"{message or body[:300].decode(errors='replace')} (HTTP {resp.status})", resp.status)
-
-
-def _own_dek(s: Session, rec: dict[str, Any]) -> bytes:
-    """The DEK from my sealed copy of the record's delegating key (the kfrag signer, which
-    only a grant needs, stays sealed)."""
-    sealed_dsk, _ = unpack(rec["sealed_keys"][s.user_id])
-    dpk = PrePublicKey.from_bytes(rec["delegating_key"])
-    dsk = grants.open_record_key(s.enc_sk, sealed_dsk, rec["record_id"], rec["version"], dpk)
-    return pre.open_original(dsk, rec["capsule"])
 
 
 async def _granted_dek(s: Session, rec: dict[str, Any]) -> tuple[bytes, str]:
@@ -290,21 +226,6 @@ async def _granted_dek(s: Session, rec: dict[str, Any]) -> tuple[bytes, str]:
     return dek, f"grant ({need} of {len(s.genesis.nodes)} hospitals)"
 
 
-async def decrypt_from_store(s: Session, cid: str, stored_size: int, dek: bytes, out: Path) -> int:
-    """Download ``cid`` with the node checking every block, decrypt it into ``out``, and
-    check the CID and every chunk here too."""
-    path = f"/files/{cid}"
-    progress = Progress("download+decrypt", stored_size)
-    try:
-        async with s.client.session.get(s.client.base + path, headers=s.headers("GET", path, None)) as resp:
-            if resp.status != 200:
-                raise PieError(f"the node could not serve {cid} (HTTP {resp.status})")
-            return await decrypt_to_file(resp.content.iter_any(), dek, out, progress, expect_cid=cid,
-                                         size=stored_size)
-    finally:
-        progress.close()
-
-
 async def rotate(s: Session, record_id: str, workdir: Path) -> dict[str, Any]:
     """Re-key: new delegating key, DEK, ciphertext and CID; earlier grants stop working."""
     rec = await s.record(record_id)
@@ -314,7 +235,7 @@ async def rotate(s: Session, record_id: str, workdir: Path) -> dict[str, Any]:
     old_dek = pre.open_original(dsk, rec["capsule"])
     plain = workdir / f".{record_id}.rotate"
     try:
-        await decrypt_from_store(s, rec["cid"], rec["size"], old_dek, plain)
+        await download.decrypt_from_store(s, rec["cid"], rec["size"], old_dek, plain)
         physician = await s.user(rec["physician_id"])
         recipients = {s.user_id: s.enc_pk,
                       rec["physician_id"]: PrePublicKey.from_bytes(bytes.fromhex(physician["enc_key"]))}

@@ -12,12 +12,12 @@ from typing import Any
 
 from pienode.cli.client import NodeClient, RemoteError
 from pienode.cli.wallet import Wallet
+from pienode.client.rawget import RawGetter, Unsupported
 from pienode.crypto.pre import PrePublicKey, PreSecretKey
 from pienode.errors import Forbidden, PieError, ValidationError
 from pienode.identity.genesis import Genesis
 from pienode.identity.reqsig import sign_headers
 from pienode.ledger.tx import Transaction
-
 
 #: The highest committed height this process has seen, per chain; every request asks the
 #: node to have reached it first, so what one session committed is visible to the next
@@ -50,6 +50,8 @@ class Session:
         self.client = NodeClient(node_url, timeout_s=timeout_s)
         self.genesis: Genesis | None = None
         self.node_id = ""
+        self._raw: RawGetter | None = None
+        self._raw_tried = False
 
     async def __aenter__(self) -> "Session":
         await self.client.__aenter__()
@@ -64,7 +66,20 @@ class Session:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._raw is not None:
+            self._raw.close()
         await self.client.__aexit__(*exc)
+
+    def raw_getter(self) -> RawGetter | None:
+        """The lean GET path to this node for downloads (``rawget``); None for a node it
+        cannot speak to (https)."""
+        if not self._raw_tried:
+            self._raw_tried = True
+            try:
+                self._raw = RawGetter(self.client.base)
+            except Unsupported:
+                self._raw = None
+        return self._raw
 
     # -- identity ------------------------------------------------------------------------
 

@@ -6,15 +6,12 @@ thread hop); a 1 GB record never holds more than a few MiB in memory.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +27,6 @@ from pienode.crypto.stream import (
 from pienode.errors import CryptoError
 from pienode.files.cid import CID, RAW
 from pienode.files.unixfs import CHUNK_SIZE, DagBuilder
-
 
 #: Downloads up to this size are received whole (see ``decrypt_to_file``).
 WHOLE = 8 << 20
@@ -77,33 +73,6 @@ class CidCheck:
         if str(cid) != self.expected:
             raise ContentMismatch("the node served bytes that do not match the record's CID",
                                   expected=self.expected, got=str(cid))
-
-
-class _ThreadedCheck:
-    """A ``CidCheck`` fed in a worker thread of its own (hashlib lets go of the GIL) while
-    the event loop decrypts, for large downloads. At most ``AHEAD`` pieces wait to be
-    hashed, so memory stays bounded; one thread keeps them in order."""
-
-    AHEAD = 8
-
-    def __init__(self, check: CidCheck) -> None:
-        self._check = check
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cid-check")
-        self._pending: deque[asyncio.Future[None]] = deque()
-        self._loop = asyncio.get_running_loop()
-
-    async def feed(self, piece: bytes) -> None:
-        self._pending.append(self._loop.run_in_executor(self._pool, self._check.feed, piece))
-        while len(self._pending) > self.AHEAD:
-            await self._pending.popleft()
-
-    async def check(self) -> None:
-        while self._pending:
-            await self._pending.popleft()
-        self._check.check()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Progress:
@@ -156,10 +125,9 @@ async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
     that CID); on any failure nothing is left behind.
 
     A stream of at most ``WHOLE`` bytes (``size``, when the caller knows it) is received
-    whole, then hashed and decrypted in place, on the event loop: no copy but the one
-    that gathers it, and no thread hop (on a busy machine each hop can wait milliseconds
-    for a core). A larger one is decrypted as it arrives, in constant memory, with its
-    leaves hashed in worker threads meanwhile.
+    whole, then hashed and decrypted where its pieces lie; a larger one is hashed and
+    decrypted as it arrives, in constant memory. Both on the event loop: hashing in a
+    worker thread meanwhile was no faster here (the two contend for the GIL).
 
     Raises:
         StreamError: a chunk failed authentication, or the stream is cut or malformed.
@@ -171,7 +139,7 @@ async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
     try:
         with os.fdopen(fd, "wb") as f:
             if size is not None and size <= WHOLE:
-                parts: list[bytes] = []
+                parts: list[bytes | memoryview] = []
                 got = 0
                 async for piece in pieces:
                     parts.append(piece)
@@ -180,14 +148,10 @@ async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
                         raise ContentMismatch("the node sent more bytes than the record's file holds")
                 if progress:
                     progress.add(got)
-                written = await _decrypt_whole(f, parts, dek, expect_cid)
+                written = _decrypt_whole(f, parts, dek, expect_cid)
             else:
-                check = _ThreadedCheck(CidCheck(expect_cid)) if expect_cid is not None else None
-                try:
-                    written = await _decrypt_into(f, pieces, dek, progress, check)
-                finally:
-                    if check is not None:
-                        check.close()
+                check = CidCheck(expect_cid) if expect_cid is not None else None
+                written = await _decrypt_into(f, pieces, dek, progress, check)
         os.replace(tmp, out)
         return written
     except BaseException:
@@ -195,43 +159,47 @@ async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
         raise
 
 
-async def _decrypt_whole(f: BinaryIO, parts: list[bytes], dek: bytes, expect_cid: str | None) -> int:
-    """Hash (in one worker thread) while decrypting and writing (here): on two cores the
-    CID check then costs one thread hop instead of a SHA-256 of the whole file."""
-    hashing = asyncio.get_running_loop().run_in_executor(None, _check_cid, parts, expect_cid) \
-        if expect_cid is not None else None
-    written = 0
+async def decrypt_buffer_to_file(ciphertext: bytes | memoryview, dek: bytes, out: Path, *,
+                                 expect_cid: str | None = None) -> int:
+    """``decrypt_to_file`` for a stream already received whole, in one buffer."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    tmp = Path(tmp_name)
     try:
-        # Chunks inside one part are decrypted where they lie; the others are gathered in
-        # one reused buffer (``decrypt_stream``), never in a fresh one per chunk.
-        for plain in decrypt_stream(dek, parts):
-            f.write(plain)
-            written += len(plain)
-    finally:
-        if hashing is not None:
-            await asyncio.wait([hashing])  # the thread reads ``parts``: let it finish first
-            if not hashing.cancelled():
-                hashing.exception()  # seen, even when a decryption error goes first
-    if hashing is not None:
-        hashing.result()  # raises ContentMismatch
+        with os.fdopen(fd, "wb") as f:
+            written = _decrypt_whole(f, [ciphertext], dek, expect_cid)
+        os.replace(tmp, out)
+        return written
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _decrypt_whole(f: BinaryIO, parts: list[bytes | memoryview], dek: bytes, expect_cid: str | None) -> int:
+    """Check the CID, then decrypt into ``f``. Inline: a worker thread hashing meanwhile
+    did not make it faster here (the two contend for the GIL between leaves)."""
+    if expect_cid is not None:
+        check = CidCheck(expect_cid)
+        for part in parts:
+            check.feed(part)  # hashed where it lies
+        check.check()
+    written = 0
+    # Chunks inside one part are decrypted where they lie; the others are gathered in one
+    # reused buffer (``decrypt_stream``), never in a fresh one per chunk.
+    for plain in decrypt_stream(dek, parts):
+        f.write(plain)
+        written += len(plain)
     return written
 
 
-def _check_cid(parts: list[bytes], expected: str) -> None:
-    check = CidCheck(expected)
-    for part in parts:
-        check.feed(part)
-    check.check()
-
-
 async def _decrypt_into(f: BinaryIO, pieces: AsyncIterator[bytes], dek: bytes, progress: Progress | None,
-                        check: _ThreadedCheck | None) -> int:
+                        check: CidCheck | None) -> int:
     written = 0
     buf = bytearray()
     dec: StreamDecryptor | None = None
     async for piece in pieces:
         if check is not None:
-            await check.feed(piece)
+            check.feed(piece)
         buf += piece
         if progress:
             progress.add(len(piece))
@@ -254,6 +222,6 @@ async def _decrypt_into(f: BinaryIO, pieces: AsyncIterator[bytes], dek: bytes, p
         raise StreamError("truncated stream header")
     plain = dec.decrypt_chunk(bytes(buf), True)
     if check is not None:
-        await check.check()
+        check.check()
     f.write(plain)
     return written + len(plain)

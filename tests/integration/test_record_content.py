@@ -157,3 +157,81 @@ async def test_client_catches_damage_and_the_node_repairs_on_the_second_ask(worl
     assert asked == [leaf]
     assert rn.node.files.store.stats().chunks_repaired == 1
     assert rn.node.files.store.get_block(leaf) == good
+
+
+async def test_small_records_come_whole_on_one_kept_alive_connection(world, monkeypatch):
+    from pienode.client import download, rawget
+
+    rn = world
+    connections: list[object] = []
+    orig = rawget.RawGetter._connection
+
+    async def spy(self, limit):
+        proto = await orig(self, limit)
+        connections.append(proto)
+        return proto
+
+    monkeypatch.setattr(rawget.RawGetter, "_connection", spy)
+    streamed: list[str] = []
+    orig_streamed = download._fetch_streamed
+
+    async def spy_streamed(s, record_id, path, out):
+        streamed.append(record_id)
+        return await orig_streamed(s, record_id, path, out)
+
+    monkeypatch.setattr(download, "_fetch_streamed", spy_streamed)
+    async with Session(rn.pat, rn.url) as s:
+        for i in range(3):
+            got = await emr.fetch(s, rn.rec["record_id"], rn.tmp / f"lean{i}.bin")
+            assert got["size"] == SIZE and (rn.tmp / f"lean{i}.bin").read_bytes() == rn.src.read_bytes()
+        assert streamed == []  # all three through the lean path...
+        assert len(connections) == 3 and len({id(c) for c in connections}) == 1  # ...on one connection
+        # Larger than the lean path takes: streamed through aiohttp, same checks, same file.
+        monkeypatch.setattr(download, "LEAN_LIMIT", 1000)
+        got = await emr.fetch(s, rn.rec["record_id"], rn.tmp / "streamed.bin")
+        assert streamed == [rn.rec["record_id"]]
+        assert (rn.tmp / "streamed.bin").read_bytes() == rn.src.read_bytes()
+        # The node drops the kept-alive connection: the next fetch reconnects by itself.
+        monkeypatch.setattr(download, "LEAN_LIMIT", 64 << 20)
+        s.raw_getter().close()
+        got = await emr.fetch(s, rn.rec["record_id"], rn.tmp / "again.bin")
+        assert (rn.tmp / "again.bin").read_bytes() == rn.src.read_bytes() and len(streamed) == 1
+
+
+async def test_the_lean_path_refuses_what_it_does_not_handle(tmp_path):
+    import asyncio
+
+    from pienode.client.rawget import RawGetter, Unsupported
+
+    answers = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n",  # more than the caller takes
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # then the server hangs up
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    ]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answers.pop(0))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    raw = RawGetter(f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(2):
+            with pytest.raises(Unsupported):
+                async with raw.get("/x", {}, 1 << 20):
+                    pass
+        with pytest.raises(Unsupported):
+            async with raw.get("/x", {}, 1 << 20) as ans:
+                await ans.received(ans.total)
+        async with raw.get("/x", {"X-Test": "1"}, 1 << 20) as ans:
+            assert ans.status == 200 and bytes(await ans.received(ans.total)) == b"hello"
+    finally:
+        raw.close()
+        server.close()
+        await server.wait_closed()
+    with pytest.raises(Unsupported):
+        RawGetter("https://127.0.0.1:1")

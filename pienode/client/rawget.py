@@ -1,0 +1,184 @@
+"""A lean HTTP/1.1 GET whose whole answer lands in one buffer: the download of a record.
+
+Why not aiohttp's client here: receiving 1 MB through it costs ~3x the bare socket on this
+machine (the body is parsed, copied and flow-controlled 64 KiB at a time); here the kernel
+copies the answer straight into one buffer sized from Content-Length, which the caller then
+hashes and decrypts in place. Only what a PIE node sends is understood: a status line,
+headers with Content-Length, a body; anything else (chunked encoding, a body larger than
+the caller allows, a closed connection) raises ``Unsupported`` and the caller takes the
+general path (aiohttp) instead. Plain HTTP only (an ``https`` node goes the general way).
+
+Owns: one keep-alive connection per ``RawGetter``. Must never: hand out body bytes before
+they arrived, or allocate more than the caller's ``limit`` because a server said so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from collections.abc import AsyncIterator
+
+_HEAD_MAX = 64 * 1024
+
+
+class Unsupported(Exception):
+    """This answer (or connection) is not one the lean path handles: use the general one."""
+
+
+class _Answer(asyncio.BufferedProtocol):
+    """Receives one answer at a time into ``buf``; ``head`` then ``body`` as they complete."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.buf = bytearray(_HEAD_MAX)
+        self.n = 0
+        self.body_at = -1  # where the body starts, once the head is parsed
+        self.total = -1
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        self.head_done: asyncio.Future[None] = loop.create_future()
+        self.progress: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.n >= len(self.buf):  # more than an answer: the server broke the protocol
+            self._fail(Unsupported("more bytes than the answer holds"))
+            return memoryview(bytearray(sizehint or 65536))
+        return memoryview(self.buf)[self.n:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.n += nbytes
+        if self.body_at < 0:
+            end = self.buf.find(b"\r\n\r\n", 0, self.n)
+            if end < 0:
+                if self.n >= _HEAD_MAX:
+                    self._fail(Unsupported("answer head too large"))
+                return
+            try:
+                self._parse_head(bytes(self.buf[:end]))
+            except Unsupported as exc:
+                self._fail(exc)
+                return
+            self.body_at = end + 4
+            self.total = self.body_at + int(self.headers["content-length"])
+            if self.total > len(self.buf):
+                grown = bytearray(self.total)
+                grown[: self.n] = self.buf[: self.n]
+                self.buf = grown
+            self.head_done.set_result(None)
+        if not self.progress.done():
+            self.progress.set_result(None)
+
+    def _parse_head(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise Unsupported("not an HTTP/1.x answer")
+        self.status = int(parts[1])
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                self.headers[name.strip().lower()] = value.strip()
+        length = self.headers.get("content-length", "")
+        if not length.isdigit() or "transfer-encoding" in self.headers:
+            raise Unsupported("an answer without a plain Content-Length")
+        if int(length) > self.limit:
+            raise Unsupported("answer larger than the lean path takes")
+
+    def _fail(self, exc: BaseException) -> None:
+        for fut in (self.head_done, self.progress):
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # seen here: whoever waits gets it too
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(Unsupported(f"connection lost: {exc}"))
+
+    async def received(self, nbytes: int) -> memoryview:
+        """The first ``nbytes`` of the body (all of it at most), once they arrived."""
+        await self.head_done
+        want = min(self.body_at + nbytes, self.total)
+        while self.n < want:
+            self.progress = asyncio.get_running_loop().create_future()
+            if self.n < want:
+                await self.progress
+        if self.n > self.total:
+            raise Unsupported("more bytes than the answer holds")
+        return memoryview(self.buf)[self.body_at:want]
+
+
+class RawGetter:
+    """GETs on one kept-alive connection to ``base_url``, one at a time."""
+
+    def __init__(self, base_url: str) -> None:
+        u = urllib.parse.urlsplit(base_url)
+        if u.scheme != "http" or not u.hostname:
+            raise Unsupported("the lean path speaks plain HTTP only")
+        self._host, self._port = u.hostname, u.port or 80
+        self._netloc = u.netloc
+        self._conn: tuple[asyncio.Transport, _Answer] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connection(self, limit: int) -> _Answer:
+        if self._conn is not None and not self._conn[1].closed and not self._conn[0].is_closing():
+            proto = self._conn[1]
+            proto.limit = limit
+            proto._reset()
+            return proto
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_connection(lambda: _Answer(limit), self._host, self._port)
+        self._conn = (transport, proto)
+        return proto
+
+    @contextlib.asynccontextmanager
+    async def get(self, path: str, headers: dict[str, str], limit: int) -> AsyncIterator[_Answer]:
+        """Send the request; its answer's head has arrived when this yields, its body
+        arrives on the yielded object (``received``).
+
+        Raises:
+            Unsupported: see the module docstring (nothing that matters was consumed: retry
+                the general way).
+        """
+        async with self._lock:
+            lines = [f"GET {path} HTTP/1.1", f"Host: {self._netloc}", "Accept: */*"]
+            lines += [f"{k}: {v}" for k, v in headers.items()]
+            request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            for attempt in range(2):  # a kept-alive connection the server dropped: once more
+                try:
+                    proto = await self._connection(limit)
+                except OSError as exc:
+                    raise Unsupported(f"cannot connect: {exc}") from None
+                assert proto.transport is not None
+                proto.transport.write(request)
+                try:
+                    await proto.head_done
+                    break
+                except Unsupported:
+                    self.close()
+                    if attempt or proto.n:
+                        raise
+            try:
+                yield proto
+            finally:
+                # Kept for the next request only if this answer was read whole and the
+                # server does not mean to close.
+                if proto.n != proto.total or proto.headers.get("connection", "").lower() == "close":
+                    self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn[0].close()
+            self._conn = None
