@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from pienode.api.render import jsonable
-from pienode.errors import NotFound, ValidationError
+from pienode.errors import FileStoreError, NotFound, ValidationError
 from pienode.files.cid import CID, CidError
 from pienode.files.http import (
     RESPONSE_STARTED,
@@ -34,7 +34,8 @@ from pienode.files.http import (
     open_spans,
     write_pieces,
 )
-from pienode.files.stream import read_all
+from pienode.files.store import BlockDamaged, BlockMissing
+from pienode.files.stream import read, read_all
 from pienode.ledger import keys
 
 CONTENT_TYPE = "application/vnd.pie.record-content"
@@ -69,24 +70,33 @@ async def get_record_content(request: web.Request) -> web.StreamResponse:
     except CidError:
         raise ValidationError("the record names a malformed CID", record_id=record_id) from None
     head = json.dumps(jsonable(rec), separators=(",", ":")).encode()
+    store = node.files.store
     verify = request.headers.get(VERIFY_HEADER) != VERIFY_CLIENT
-    unread = None if verify else open_spans(node.files.store, cid)
+    pieces = None
     try:
-        if unread is not None:  # the client checks: sent from the page cache as it is
-            size = unread[0]
-        else:
-            size, pieces = await read_all(node.files.store, cid, source=node.files.exchange, verify=verify)
-        resp = _Answer(headers={"Content-Type": CONTENT_TYPE, "ETag": f'"{cid}"'})
-        resp.content_length = LENGTH.size + len(head) + size
-        request[RESPONSE_STARTED] = True  # an error past here must cut the connection
-        await resp.prepare(request)
-        await resp.write(LENGTH.pack(len(head)) + head)
-        if unread is not None:
-            await unread[1].send(request)
-        else:
-            await write_pieces(resp, pieces, cid)
-    finally:
-        if unread is not None:
+        # Unchecked: the size from the index is enough to send the record at once, so the
+        # client opens its keys while the file is located and sent.
+        size = None if verify else store.file_size(cid)
+    except (BlockMissing, BlockDamaged):
+        size = None
+    if size is None:
+        size, pieces = await read_all(store, cid, source=node.files.exchange, verify=verify)
+    resp = _Answer(headers={"Content-Type": CONTENT_TYPE, "ETag": f'"{cid}"'})
+    resp.content_length = LENGTH.size + len(head) + size
+    request[RESPONSE_STARTED] = True  # an error past here must cut the connection
+    await resp.prepare(request)
+    await resp.write(LENGTH.pack(len(head)) + head)
+    unread = open_spans(store, cid) if pieces is None else None
+    if unread is None:
+        if pieces is None:
+            pieces = read(store, cid, 0, size, source=node.files.exchange, verify=verify)
+        await write_pieces(resp, pieces, cid)
+    else:
+        try:
+            if unread[0] != size:
+                raise FileStoreError("the file changed size while it was sent", cid=str(cid))
+            await unread[1].send(request)  # from the page cache as it is: the client checks
+        finally:
             unread[1].close()
     await resp.write_eof()
     return resp

@@ -28,6 +28,7 @@ from pienode.client.rawget import Unsupported
 from pienode.client.session import Session, record_from_json
 from pienode.client.transfer import (
     WHOLE,
+    AtomicOutput,
     ContentMismatch,
     Progress,
     decrypt_buffer_to_file,
@@ -57,8 +58,10 @@ async def fetch_record(s: Session, record_id: str, out: Path) -> tuple[dict[str,
     path = f"/records/{record_id}/content"
     raw = s.raw_getter()
     if raw is not None:
+        output: list[AtomicOutput] = []
         try:
-            async with raw.get(path, _headers(s, path), LEAN_LIMIT) as ans:
+            # The output file is made while the node works on the request.
+            async with raw.get(path, _headers(s, path), LEAN_LIMIT, lambda: output.append(AtomicOutput(out))) as ans:
                 if ans.status != 200:
                     _refuse(ans.status, bytes(await ans.received(ans.total)), record_id)
                 n = int.from_bytes(await ans.received(4), "big")
@@ -68,11 +71,14 @@ async def fetch_record(s: Session, record_id: str, out: Path) -> tuple[dict[str,
                 dek = own_dek(s, rec)  # the rest of the answer arrives meanwhile
                 ciphertext = (await ans.received(ans.total))[4 + n:]
             try:
-                return rec, await decrypt_buffer_to_file(ciphertext, dek, out, expect_cid=rec["cid"]), dek
+                return rec, decrypt_buffer_to_file(ciphertext, dek, output.pop(), expect_cid=rec["cid"]), dek
             except (StreamError, ContentMismatch):
                 return rec, None, dek
         except Unsupported:
             pass  # the general way below, with a fresh signature
+        finally:
+            for o in output:  # not used: nothing is left behind
+                o.discard()
     return await _fetch_streamed(s, record_id, path, out)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 _HEAD_MAX = 64 * 1024
 
@@ -144,9 +144,11 @@ class RawGetter:
         return proto
 
     @contextlib.asynccontextmanager
-    async def get(self, path: str, headers: dict[str, str], limit: int) -> AsyncIterator[_Answer]:
+    async def get(self, path: str, headers: dict[str, str], limit: int,
+                  while_waiting: Callable[[], None] | None = None) -> AsyncIterator[_Answer]:
         """Send the request; its answer's head has arrived when this yields, its body
-        arrives on the yielded object (``received``).
+        arrives on the yielded object (``received``). ``while_waiting`` runs once the
+        request is out, while the node works on it.
 
         Raises:
             Unsupported: see the module docstring (nothing that matters was consumed: retry
@@ -163,6 +165,8 @@ class RawGetter:
                     raise Unsupported(f"cannot connect: {exc}") from None
                 assert proto.transport is not None
                 proto.transport.write(request)
+                if while_waiting is not None and not attempt:
+                    while_waiting()
                 try:
                     await proto.head_done
                     break

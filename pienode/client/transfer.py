@@ -181,19 +181,34 @@ async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
         raise
 
 
-async def decrypt_buffer_to_file(ciphertext: bytes | memoryview, dek: bytes, out: Path, *,
-                                 expect_cid: str | None = None) -> int:
-    """``decrypt_to_file`` for a stream already received whole, in one buffer."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    tmp = Path(tmp_name)
+class AtomicOutput:
+    """A temporary file beside ``out`` that becomes ``out`` only by ``commit``."""
+
+    def __init__(self, out: Path) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        self.out, self.tmp = out, Path(tmp_name)
+        self.file = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        self.file.close()
+        os.replace(self.tmp, self.out)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def decrypt_buffer_to_file(ciphertext: bytes | memoryview, dek: bytes, output: AtomicOutput, *,
+                           expect_cid: str | None = None) -> int:
+    """``decrypt_to_file`` for a stream already received whole, in one buffer, into an
+    output opened beforehand (while the answer was on its way); discarded on failure."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            written = _decrypt_whole(f, [ciphertext], dek, expect_cid)
-        os.replace(tmp, out)
+        written = _decrypt_whole(output.file, [ciphertext], dek, expect_cid)
+        output.commit()
         return written
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        output.discard()
         raise
 
 
