@@ -148,9 +148,9 @@ async def decrypt_to_file(pieces: AsyncIterator[bytes], dek: bytes, out: Path,
     that CID); on any failure nothing is left behind.
 
     A stream of at most ``WHOLE`` bytes (``size``, when the caller knows it) is received
-    whole, then hashed and decrypted where its pieces lie; a larger one is hashed and
-    decrypted as it arrives, in constant memory. Both on the event loop: hashing in a
-    worker thread meanwhile was no faster here (the two contend for the GIL).
+    whole, then hashed here while a worker thread decrypts and writes it where its pieces
+    lie (``_decrypt_whole``); a larger one is hashed and decrypted as it arrives, in
+    constant memory, on the event loop.
 
     Raises:
         StreamError: a chunk failed authentication, or the stream is cut or malformed.
