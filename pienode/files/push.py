@@ -39,6 +39,7 @@ import logging
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -318,6 +319,8 @@ class PushReceiver:
         self.cfg = config or PushConfig()
         self._fetch = fetch
         self._sessions: dict[tuple[str, bytes], _Session] = {}
+        # Sessions dropped lately: a push still in flight for one must not open it again.
+        self._dropped: deque[tuple[str, bytes]] = deque(maxlen=256)
         self.bad_blocks = 0
         self.sessions_committed = 0
         self.sessions_dropped = 0
@@ -329,6 +332,8 @@ class PushReceiver:
         key = (peer, sid)
         s = self._sessions.get(key)
         if s is None:
+            if key in self._dropped:
+                raise FileStoreError("push session was dropped")
             if sum(1 for p, _ in self._sessions if p == peer) >= self.cfg.max_sessions_per_peer:
                 raise FileStoreError("too many uploads pushed by this peer at once")
             s = self._sessions[key] = _Session(peer, sid)
@@ -349,6 +354,7 @@ class PushReceiver:
         """Forget the session and cut its uncommitted bytes (waits for a write under way)."""
         if self._sessions.get((s.peer, s.sid)) is s:
             del self._sessions[(s.peer, s.sid)]
+            self._dropped.append((s.peer, s.sid))
         if s.timer is not None:
             s.timer.cancel()
         async with s.lock:

@@ -127,6 +127,7 @@ async def test_replica_refuses_a_pushed_block_with_wrong_bytes(net: Net) -> None
     assert sink.confirmed == () and "hospital-2" in sink.failed
     assert "does not match its CID" in sink.failed["hospital-2"]
     assert replica.pushes.bad_blocks >= 1
+    assert replica.pushes.sessions() == 0  # frames still in flight did not reopen it
     assert not replica.store.has_root(CID.parse(info.cid))
     st = replica.store.stats()
     assert st.blocks == 0 and st.pack_bytes == 0  # the session's bytes were cut away
@@ -334,3 +335,13 @@ async def test_small_file_travels_with_the_commit(net: Net) -> None:
                    "size": len(leaf), "frame": bad})
     answer = unpack(await replica.handle_request("hospital-1", commit))
     assert answer["ok"] is False and not replica.store.has_root(cid_of_bytes(leaf))
+
+
+async def test_a_late_push_does_not_reopen_a_dropped_session(net: Net) -> None:
+    replica = net.nodes["hospital-2"]
+    a, b = DATA[:CHUNK_SIZE], DATA[CHUNK_SIZE : 2 * CHUNK_SIZE]
+    assert unpack(await replica.handle_request("hospital-1", encode_push(b"d" * 16, [(cid_of_bytes(a), a)])))["ok"]
+    await replica.handle_request("hospital-1", pack({"op": "push-abort", "sid": b"d" * 16}))
+    late = unpack(await replica.handle_request("hospital-1", encode_push(b"d" * 16, [(cid_of_bytes(b), b)])))
+    assert late["ok"] is False and replica.pushes.sessions() == 0
+    assert replica.store.stats().pack_bytes == 0
