@@ -7,10 +7,12 @@ record's key (AES-GCM), and the whole ciphertext must hash to the CID the chain 
 A small record is received whole through ``rawget`` (straight into one buffer) while its
 keys are opened; anything ``rawget`` does not handle goes through aiohttp, streamed.
 
-Who checks what: this client checks the CID and every chunk, always; the node checks its
-blocks only on ``GET /files/{cid}`` (``decrypt_from_store``), which is where a download
-whose checks failed here goes next: the node then finds its damaged copy and repairs it
-from a peer before serving it.
+Who checks what: for a record of up to ``WHOLE`` bytes (64 MiB), this client checks the
+CID and every chunk and the node sends its copy unchecked (with sendfile); a larger one
+streams with the node checking every block (as ``GET /files`` always does, in its worker
+threads, on the other core) and this client every chunk. A download whose checks failed
+here goes next to ``GET /files/{cid}`` (``decrypt_from_store``): the node then finds its
+damaged copy and repairs it from a peer before serving it.
 
 Must never: leave a partial or unchecked file at ``out``, or reuse a request signature.
 """
@@ -84,7 +86,11 @@ async def fetch_record(s: Session, record_id: str, out: Path) -> tuple[dict[str,
 
 async def _fetch_streamed(s: Session, record_id: str, path: str, out: Path
                           ) -> tuple[dict[str, Any], int | None, bytes | None]:
-    async with s.client.session.get(s.client.base + path, headers=_headers(s, path)) as resp:
+    """The general way, for records larger than the lean path takes: the node checks every
+    block as it streams them (in its worker threads, on the other core), this client every
+    chunk (AES-GCM); the CID too when the record is small enough to take whole."""
+    headers = s.headers("GET", path, None)
+    async with s.client.session.get(s.client.base + path, headers=headers) as resp:
         if resp.status != 200:
             _refuse(resp.status, await resp.read(), record_id)
         head = await resp.content.readexactly(4)
@@ -94,7 +100,8 @@ async def _fetch_streamed(s: Session, record_id: str, path: str, out: Path
         dek = own_dek(s, rec)
         progress = Progress("download+decrypt", rec["size"])
         try:
-            size = await decrypt_to_file(resp.content.iter_any(), dek, out, progress, expect_cid=rec["cid"],
+            cid = rec["cid"] if rec["size"] <= WHOLE else None  # larger: checked by the node as it reads
+            size = await decrypt_to_file(resp.content.iter_any(), dek, out, progress, expect_cid=cid,
                                          size=rec["size"])
             return rec, size, dek
         except (StreamError, ContentMismatch, aiohttp.ClientPayloadError):

@@ -32,7 +32,7 @@ from pienode.files.cid import CID, RAW
 from pienode.files.unixfs import CHUNK_SIZE, DagBuilder
 
 #: Downloads up to this size are received whole (see ``decrypt_to_file``).
-WHOLE = 8 << 20
+WHOLE = 64 << 20
 
 
 class ContentMismatch(CryptoError):

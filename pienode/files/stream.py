@@ -47,6 +47,7 @@ READ_BATCH = 8  # leaves per read hand-off (2 MiB)
 PIPELINE = 3  # ingest batches in flight (hashing or writing)
 SMALL_FILE = 8 << 20  # whole files up to this size are read in one worker-thread hop
 INLINE_READ = 2 << 20  # ... and unchecked ones up to this size on the event loop
+SPANS_MAX = 64 << 20  # unchecked files up to this size go out with sendfile (nothing in memory)
 
 Span = tuple[Path, int, int]  # pack file, offset, length
 READ_AHEAD = 2  # read batches loading at once
@@ -382,7 +383,7 @@ def file_spans(store: PackStore, cid: CID, limit: int | None = None) -> tuple[in
     client that checks every byte itself: (size, runs of (pack file, offset, length)) to
     send straight from the page cache; None when ``read_all`` must serve it. Index lookups
     only: cheap enough for the event loop."""
-    small = _small_leaves(store, cid, SMALL_FILE if limit is None else limit)
+    small = _small_leaves(store, cid, SPANS_MAX if limit is None else limit)
     if small is None:
         return None
     size, cids, _ = small

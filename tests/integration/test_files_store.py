@@ -367,7 +367,7 @@ async def test_file_spans_name_where_an_unchecked_small_file_lies(store: PackSto
     with open(path, "rb") as f:
         f.seek(off)
         assert f.read(n) == DATA
-    monkeypatch.setattr(stream, "SMALL_FILE", len(DATA) - 1)
+    monkeypatch.setattr(stream, "SPANS_MAX", len(DATA) - 1)
     assert file_spans(store, root) is None  # larger files stream through read()
     monkeypatch.undo()
     assert file_spans(store, CID.parse(str(cid_of_bytes(b"elsewhere")))) is None

@@ -63,6 +63,7 @@ async def test_content_is_the_record_then_its_file(world, monkeypatch):
     for small_limit in (stream.SMALL_FILE, 0):  # read at once, and streamed
         monkeypatch.setattr(stream, "SMALL_FILE", small_limit)
         monkeypatch.setattr(stream, "INLINE_READ", min(small_limit, stream.INLINE_READ))
+        monkeypatch.setattr(stream, "SPANS_MAX", min(small_limit, stream.SPANS_MAX))
         for verify in ({}, {"X-Pie-Verify": "client"}):
             status, body, headers = await _get(rn, f"/records/{rid}/content", verify)
             assert status == 200, body[:200]
