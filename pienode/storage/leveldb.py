@@ -1,8 +1,16 @@
-"""``KVStore`` on LevelDB: the only module in the project that imports plyvel."""
+"""``KVStore`` on LevelDB: the only module in the project that imports plyvel.
+
+Must never let ``close`` free the database under a call still running in another thread
+(a node writes blocks from worker threads; a cancelled task does not stop its thread, and
+plyvel would then touch freed memory): calls are counted in and out, and ``close`` waits for
+them to finish; a call after ``close`` raises ``StorageError``.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import plyvel
@@ -26,18 +34,38 @@ class LevelDBStore:
             raise StorageError(f"cannot open LevelDB at {path}: {exc}") from None
         except plyvel.CorruptionError as exc:
             raise StorageError(f"LevelDB at {path} is corrupt: {exc}") from None
+        self._cv = threading.Condition()
+        self._busy = 0
+        self._closed = False
+
+    @contextmanager
+    def _call(self) -> Iterator[None]:
+        with self._cv:
+            if self._closed:
+                raise StorageError("the LevelDB store is closed")
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._busy -= 1
+                if not self._busy:
+                    self._cv.notify_all()
 
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)
+        with self._call():
+            return self._db.get(key)
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
-        self._db.put(key, value, sync=sync)
+        with self._call():
+            self._db.put(key, value, sync=sync)
 
     def delete(self, key: bytes, *, sync: bool = False) -> None:
-        self._db.delete(key, sync=sync)
+        with self._call():
+            self._db.delete(key, sync=sync)
 
     def write(self, ops: WriteOps, *, sync: bool = True) -> None:
-        with self._db.write_batch(sync=sync) as wb:
+        with self._call(), self._db.write_batch(sync=sync) as wb:
             for key, value in ops.ops:
                 if value is None:
                     wb.delete(key)
@@ -62,6 +90,10 @@ class LevelDBStore:
         return self._db.iterator(start=lo, stop=hi, reverse=reverse)
 
     def close(self) -> None:
+        """Close once every call under way has returned."""
+        with self._cv:
+            self._closed = True
+            self._cv.wait_for(lambda: not self._busy)
         self._db.close()
 
 

@@ -1,0 +1,49 @@
+"""The LevelDB store never frees the database under a call still running in a thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from pienode.errors import StorageError
+from pienode.storage.kv import WriteOps
+from pienode.storage.leveldb import LevelDBStore
+
+
+def test_close_waits_for_a_write_under_way(tmp_path: Path) -> None:
+    store = LevelDBStore(tmp_path / "db")
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_ops():  # the batch is still being filled when close is asked for
+        inside.set()
+        release.wait(10)
+        yield b"k", b"v"
+
+    ops = WriteOps()
+    ops.ops = slow_ops()  # type: ignore[assignment]
+    writer = threading.Thread(target=store.write, args=(ops,))
+    writer.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive(), "close must wait for the write under way"
+    release.set()
+    writer.join(10)
+    closer.join(10)
+    assert not closer.is_alive()
+    reopened = LevelDBStore(tmp_path / "db")
+    assert reopened.get(b"k") == b"v"  # the write that close waited for is durable
+    reopened.close()
+
+
+def test_calls_after_close_raise_a_storage_error(tmp_path: Path) -> None:
+    store = LevelDBStore(tmp_path / "db")
+    store.put(b"a", b"1")
+    store.close()
+    with pytest.raises(StorageError, match="closed"):
+        store.get(b"a")
+    with pytest.raises(StorageError, match="closed"):
+        store.put(b"a", b"2")
