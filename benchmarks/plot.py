@@ -238,8 +238,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--tables", action="store_true", help="print the README's tables as Markdown")
     args = ap.parse_args()
-    runs = {name: doc for name, doc in (("run", load(args.results / "paper.json")),
-                                        ("re-run", load(args.results / "paper_rerun.json"))) if doc}
+    # The two idle-machine runs, before and after session 2's work (older, loaded runs stay
+    # in results/ and in the README's history).
+    runs = {name: doc for name, doc in (("idle, session 1", load(args.results / "paper_quiet_0155.json")),
+                                        ("latest, idle", load(args.results / "paper.json"))) if doc}
     made = []
     if runs:
         plot_paper(runs, args.out / "paper_upload_download.png")
