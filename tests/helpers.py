@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pienode.crypto.keys import PrivateKey
 from pienode.identity.certs import NodeCert, UserCert
 from pienode.identity.genesis import Genesis
 from pienode.ledger.tx import Transaction
+
+if TYPE_CHECKING:
+    from pienode.ledger.block import Block
+    from pienode.ledger.store import Ledger
 
 
 def now_ms() -> int:
@@ -68,3 +73,12 @@ def upload_body(patient_id: str, *, data_type: str = "omics", level: str = "low"
         "sealed_keys": {patient_id: b"sealed"},
         "policy": {"level": level, "roles": None, "purposes": None, "expires_at_ms": None},
     }
+
+
+def commit(ledger: "Ledger", txs: list[bytes], ts: int | None = None) -> "Block":
+    """Execute ``txs`` as the next block on ``ledger`` and commit it."""
+    block, writes = ledger.executor.execute(
+        ledger.head, tuple(txs), timestamp_ms=ts or now_ms(), proposer="hospital-1", view=0, batch_digest=b"d" * 32
+    )
+    ledger.commit(block, writes)
+    return block

@@ -13,15 +13,7 @@ from pienode.ledger.store import Ledger
 from pienode.ledger.tx import Transaction
 from pienode.ledger.validation import TxCaches, check_transaction
 from pienode.storage.kv import MemoryKV, open_kv
-from tests.helpers import make_consortium, now_ms, upload_body
-
-
-def commit(ledger: Ledger, txs: list[bytes], ts: int | None = None) -> Block:
-    block, writes = ledger.executor.execute(
-        ledger.head, tuple(txs), timestamp_ms=ts or now_ms(), proposer="hospital-1", view=0, batch_digest=b"d" * 32
-    )
-    ledger.commit(block, writes)
-    return block
+from tests.helpers import commit, make_consortium, now_ms, upload_body
 
 
 @pytest.fixture

@@ -10,23 +10,14 @@ from pienode.encoding import pack
 from pienode.errors import ReplayError, ValidationError
 from pienode.identity.certs import UserCert
 from pienode.ledger import keys
-from pienode.ledger.block import Block
 from pienode.ledger.state import StateOverlay
 from pienode.ledger.store import Ledger
 from pienode.ledger.tx import Transaction
-from pienode.ledger.validation import CertCache, TxCaches, check_transaction
+from pienode.ledger.validation import CertCache, check_transaction
 from pienode.storage.kv import MemoryKV
-from tests.helpers import make_consortium, now_ms, upload_body
+from tests.helpers import commit, make_consortium, now_ms, upload_body
 
 PHY, PAT = "phy-00000000000000b2", "pat-00000000000000a1"
-
-
-def commit(ledger: Ledger, txs: list[bytes], ts: int | None = None) -> Block:
-    block, writes = ledger.executor.execute(
-        ledger.head, tuple(txs), timestamp_ms=ts or now_ms(), proposer="hospital-1", view=0, batch_digest=b"d" * 32
-    )
-    ledger.commit(block, writes)
-    return block
 
 
 @pytest.fixture
