@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-#: Largest response head accepted (status line and headers).
-MAX_HEAD = 64 * 1024
+from pienode.net.http1 import ClosedBeforeAnswer, read_response
 
 
 class _Stale(Exception):
@@ -68,78 +67,27 @@ class LeanHTTP:
                         pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
                         *, reused: bool) -> tuple[int, bytes]:
         reader, writer = conn
-        answered = False
         try:
             async with asyncio.timeout(self.timeout_s):
                 writer.write(raw)
-                head = await reader.readuntil(b"\r\n\r\n")
-                answered = True
-                status, length, chunked, close = _parse_head(head)
-                if chunked:
-                    data = await _read_chunked(reader)
-                elif length is not None:
-                    data = await reader.readexactly(length)
-                else:
-                    data, close = await reader.read(), True
+                head, data = await read_response(reader)
         except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ValueError) as exc:
             writer.close()
-            if reused and not answered and not isinstance(exc, TimeoutError):
+            if reused and isinstance(exc, ClosedBeforeAnswer):
                 raise _Stale() from None
             raise ConnectionError(type(exc).__name__) from None
         except BaseException:
             writer.close()  # cancelled mid-exchange: the connection's state is unknown
             raise
-        if close or len(pool) >= self.max_idle_per_host:
+        if not head.keep_alive or len(pool) >= self.max_idle_per_host:
             writer.close()
         else:
             pool.append(conn)
-        return status, data
+        return head.status, data
 
     async def close(self) -> None:
         for pool in self._idle.values():
             for _, writer in pool:
                 writer.close()
         self._idle.clear()
-
-
-def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
-    """(status, content length, chunked, close) of a response head.
-
-    Raises:
-        ValueError: not an HTTP/1.x response.
-    """
-    if len(head) > MAX_HEAD:
-        raise ValueError("response head too large")
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    if not version.startswith("HTTP/1."):
-        raise ValueError("not an HTTP/1.x response")
-    status = int(rest[:3])
-    length: int | None = None
-    chunked = False
-    close = version == "HTTP/1.0"
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        name, value = name.strip().lower(), value.strip()
-        if name == "content-length":
-            length = int(value)
-            if length < 0:
-                raise ValueError("negative content length")
-        elif name == "transfer-encoding":
-            chunked = "chunked" in value.lower()
-        elif name == "connection":
-            close = value.lower() == "close"
-    return status, length, chunked, close
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    out = bytearray()
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass  # trailers
-            return bytes(out)
-        out += await reader.readexactly(size)
-        await reader.readexactly(2)

@@ -19,6 +19,8 @@ import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 
+from pienode.net.http1 import parse_response_head
+
 _HEAD_MAX = 64 * 1024
 
 
@@ -42,6 +44,7 @@ class _Answer(asyncio.BufferedProtocol):
         self.total = -1
         self.status = 0
         self.headers: dict[str, str] = {}
+        self.keep_alive = False
         loop = asyncio.get_running_loop()
         self.head_done: asyncio.Future[None] = loop.create_future()
         self.progress: asyncio.Future[None] = loop.create_future()
@@ -65,7 +68,7 @@ class _Answer(asyncio.BufferedProtocol):
                     self._fail(Unsupported("answer head too large"))
                 return
             try:
-                self._parse_head(bytes(self.buf[:end]))
+                self._parse_head(bytes(self.buf[:end + 4]))
             except Unsupported as exc:
                 self._fail(exc)
                 return
@@ -79,20 +82,15 @@ class _Answer(asyncio.BufferedProtocol):
         if not self.progress.done():
             self.progress.set_result(None)
 
-    def _parse_head(self, head: bytes) -> None:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise Unsupported("not an HTTP/1.x answer")
-        self.status = int(parts[1])
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                self.headers[name.strip().lower()] = value.strip()
-        length = self.headers.get("content-length", "")
-        if not length.isdigit() or "transfer-encoding" in self.headers:
+    def _parse_head(self, raw: bytes) -> None:
+        try:
+            head = parse_response_head(raw)
+        except ValueError as exc:
+            raise Unsupported(str(exc)) from None
+        self.status, self.headers, self.keep_alive = head.status, head.headers, head.keep_alive
+        if head.content_length is None or "transfer-encoding" in head.headers:
             raise Unsupported("an answer without a plain Content-Length")
-        if int(length) > self.limit:
+        if head.content_length > self.limit:
             raise Unsupported("answer larger than the lean path takes")
 
     def _fail(self, exc: BaseException) -> None:
@@ -179,7 +177,7 @@ class RawGetter:
             finally:
                 # Kept for the next request only if this answer was read whole and the
                 # server does not mean to close.
-                if proto.n != proto.total or proto.headers.get("connection", "").lower() == "close":
+                if proto.n != proto.total or not proto.keep_alive:
                     self.close()
 
     def close(self) -> None:
