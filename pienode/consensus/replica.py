@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from pienode.consensus import recovery as keys
+from pienode.consensus import retransmit
 from pienode.consensus.actions import (
     Action, Broadcast, CancelTimer, Deliver, FetchState, Persist, Send, SetTimer, TimerId,
 )
@@ -806,44 +807,21 @@ class Replica:
             proof = make_checkpoint_proof(self.stable_checkpoint, self._stable_digest,
                                           self._stable_proof, self.node_id, self._sign)
             self._actions.append(Send(to, wire(proof)))
+        lo = max(msg.last_delivered, self.stable_checkpoint) + 1
         if msg.last_delivered < self.last_delivered_seq:
-            lo = max(msg.last_delivered, self.stable_checkpoint) + 1
-            for seq in range(lo, min(self.last_delivered_seq, lo + RETRANSMIT_CAP - 1) + 1):
-                slot = self._slots.get(seq)
-                if slot is None or slot.certificate is None:
-                    continue
-                entry = slot.batches.get(slot.certificate.digest)
-                if entry is None:
-                    continue
+            hi = min(self.last_delivered_seq, lo + RETRANSMIT_CAP - 1)
+            for seq, batch_bytes, cert in retransmit.committed_batches(self._slots, lo, hi):
                 if not self._allow(to):
                     return
-                cert = slot.certificate
-                out = make_committed(seq, entry[1], certificate_fields(cert), cert, self.node_id,
+                out = make_committed(seq, batch_bytes, certificate_fields(cert), cert, self.node_id,
                                      self._sign)
                 self._actions.append(Send(to, wire(out)))
         if self.active and msg.active and msg.view == self.view:
-            self._resend_votes(to, msg.last_delivered)
-
-    def _resend_votes(self, to: str, after: int) -> None:
-        """Our own votes for sequence numbers a stalled peer has not delivered."""
-        lo = max(after, self.stable_checkpoint) + 1
-        for seq in range(lo, lo + RETRANSMIT_CAP):
-            slot = self._slots.get(seq)
-            if slot is None:
-                continue
-            if not self._allow(to):
-                return
-            pp = slot.pre_prepare
-            if pp is not None and pp.view == self.view:
-                if pp.replica == self.node_id:
-                    entry = slot.batches.get(pp.digest)
-                    self._actions.append(Send(to, wire(pp, entry[1] if entry else None)))
-                mine = slot.prepares.get(self.node_id)
-                if mine is not None and mine.view == self.view:
-                    self._actions.append(Send(to, wire(mine)))
-            commit = slot.commits.get(self.node_id)
-            if commit is not None and commit.view == self.view:
-                self._actions.append(Send(to, wire(commit)))
+            # Our own votes for sequence numbers the stalled peer has not delivered.
+            for votes in retransmit.own_votes(self._slots, self.node_id, self.view, lo, RETRANSMIT_CAP):
+                if not self._allow(to):
+                    return
+                self._actions.extend(Send(to, v) for v in votes)
 
     # ---- view change (§4.4) --------------------------------------------------------------
 
