@@ -32,7 +32,8 @@ from pienode.encoding import pack, unpack
 from pienode.errors import FileStoreError, PieError
 from pienode.files.cid import CID, DAG_PB
 from pienode.files.dagpb import decode_node
-from pienode.files.push import PUSH_MAGIC, PushConfig, PushReceiver, PushReplication
+from pienode.files.push import PUSH_MAGIC, PushConfig, PushReplication
+from pienode.files.push_receiver import PushReceiver
 from pienode.files.store import BlockDamaged, BlockMissing, FileInfo, PackStore
 
 log = logging.getLogger(__name__)
