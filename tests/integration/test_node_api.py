@@ -161,3 +161,45 @@ async def test_receipt_of_a_committed_transaction_matches_its_block(one_node):
         text = await r.text()
     assert 'pie_txs_committed_total{result="ok"} 1.0' in text
     assert "pie_mempool_size 0.0" in text
+
+
+def _api_count(text: str, status: int) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'pie_api_requests_total{{status="{status}"}}'):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_request_counter_counts_each_status_apart(one_node):
+    """The middleware keeps one counter child per status: a cached child must never be
+    reused for another status (a 400 counted as a 404, or a 200 as a 400)."""
+    async with one_node.http.get(one_node.url + "/metrics") as r:
+        before = await r.text()
+    for _ in range(3):
+        async with one_node.http.get(one_node.url + "/health") as r:
+            assert r.status == 200
+    for _ in range(2):
+        async with one_node.http.get(one_node.url + "/blocks/x") as r:
+            assert r.status == 400
+    async with one_node.http.get(one_node.url + "/blocks/99") as r:
+        assert r.status == 404
+    async with one_node.http.get(one_node.url + "/no/such/route") as r:
+        assert r.status == 404 and "error" in await r.json()
+    async with one_node.http.get(one_node.url + "/metrics") as r:
+        after = await r.text()
+    # The first /metrics answer was counted as a 200 after its body was made.
+    assert _api_count(after, 200) - _api_count(before, 200) == 4
+    assert _api_count(after, 400) - _api_count(before, 400) == 2
+    assert _api_count(after, 404) - _api_count(before, 404) == 2
+
+
+async def test_min_height_header_through_the_middleware(one_node):
+    async with one_node.http.get(one_node.url + "/status", headers={"X-Pie-Min-Height": "x"}) as r:
+        assert r.status == 400 and "X-Pie-Min-Height" in (await r.json())["error"]
+    async with one_node.http.get(one_node.url + "/status", headers={"X-Pie-Min-Height": "0"}) as r:
+        assert r.status == 200
+    status, out = await register(one_node, name="Carol Example")
+    assert status == 201
+    async with one_node.http.get(one_node.url + "/status",
+                                 headers={"X-Pie-Min-Height": str(out["height"])}) as r:
+        assert r.status == 200 and (await r.json())["height"] >= out["height"]
