@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import plyvel
@@ -34,43 +33,58 @@ class LevelDBStore:
             raise StorageError(f"cannot open LevelDB at {path}: {exc}") from None
         except plyvel.CorruptionError as exc:
             raise StorageError(f"LevelDB at {path} is corrupt: {exc}") from None
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._busy = 0
         self._closed = False
 
-    @contextmanager
-    def _call(self) -> Iterator[None]:
-        with self._cv:
+    # Entry and exit are two plain methods around a try/finally rather than a
+    # ``@contextmanager`` under a ``Condition``'s Python-level ``with``: every state read of
+    # every transaction passes here, several times per transaction on every node (issue 3).
+    def _enter(self) -> None:
+        with self._lock:
             if self._closed:
                 raise StorageError("the LevelDB store is closed")
             self._busy += 1
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._busy -= 1
-                if not self._busy:
-                    self._cv.notify_all()
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if not self._busy:
+                self._cv.notify_all()
 
     def get(self, key: bytes) -> bytes | None:
-        with self._call():
+        self._enter()
+        try:
             return self._db.get(key)
+        finally:
+            self._leave()
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
-        with self._call():
+        self._enter()
+        try:
             self._db.put(key, value, sync=sync)
+        finally:
+            self._leave()
 
     def delete(self, key: bytes, *, sync: bool = False) -> None:
-        with self._call():
+        self._enter()
+        try:
             self._db.delete(key, sync=sync)
+        finally:
+            self._leave()
 
     def write(self, ops: WriteOps, *, sync: bool = True) -> None:
-        with self._call(), self._db.write_batch(sync=sync) as wb:
-            for key, value in ops.ops:
-                if value is None:
-                    wb.delete(key)
-                else:
-                    wb.put(key, value)
+        self._enter()
+        try:
+            with self._db.write_batch(sync=sync) as wb:
+                for key, value in ops.ops:
+                    if value is None:
+                        wb.delete(key)
+                    else:
+                        wb.put(key, value)
+        finally:
+            self._leave()
 
     def iterate(
         self,

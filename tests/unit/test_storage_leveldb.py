@@ -47,3 +47,22 @@ def test_calls_after_close_raise_a_storage_error(tmp_path: Path) -> None:
         store.get(b"a")
     with pytest.raises(StorageError, match="closed"):
         store.put(b"a", b"2")
+
+
+def test_a_failed_call_is_counted_out_so_close_does_not_hang(tmp_path: Path) -> None:
+    store = LevelDBStore(tmp_path / "db")
+
+    def bad_ops():
+        yield b"k", b"v"
+        raise RuntimeError("boom")
+
+    ops = WriteOps()
+    ops.ops = bad_ops()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError):
+        store.write(ops)
+    with pytest.raises(TypeError):
+        store.get("not bytes")  # type: ignore[arg-type]
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "a failed call must not leave close waiting"
