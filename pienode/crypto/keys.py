@@ -17,12 +17,15 @@ import hashlib
 from dataclasses import dataclass
 
 import coincurve
-from coincurve.ecdsa import cdata_to_der, der_to_cdata, deserialize_compact, serialize_compact
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
+from coincurve.ecdsa import der_to_cdata, serialize_compact
 
 from pienode.encoding import signing_payload
 from pienode.errors import CryptoError
 
 SIGNATURE_SIZE = 64
+_CTX = GLOBAL_CONTEXT.ctx
 PUBLIC_KEY_SIZE = 33
 
 
@@ -64,12 +67,17 @@ class PublicKey:
         if not isinstance(signature, (bytes, bytearray)) or len(signature) != SIGNATURE_SIZE:
             return False
         try:
-            der = cdata_to_der(deserialize_compact(bytes(signature)))
-            return _parsed(self.data).verify(
-                der, signing_payload(domain, payload), hasher=_sha256
-            )
+            point = _parsed(self.data)
         except Exception:
             return False
+        # libsecp256k1 directly: parse the compact form and verify (low S enforced by
+        # secp256k1_ecdsa_verify), instead of coincurve's compact -> DER -> parse round trip,
+        # which parsed the same (r, s) twice per verification (issue 3).
+        raw = ffi.new("secp256k1_ecdsa_signature *")
+        if not lib.secp256k1_ecdsa_signature_parse_compact(_CTX, raw, bytes(signature)):
+            return False
+        digest = _sha256(signing_payload(domain, payload))
+        return lib.secp256k1_ecdsa_verify(_CTX, raw, digest, point.public_key) == 1
 
     def hex(self) -> str:
         return self.data.hex()

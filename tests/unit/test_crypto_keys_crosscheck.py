@@ -90,3 +90,39 @@ def test_high_s_twin_is_refused_by_ours_but_valid_ecdsa(key: PrivateKey) -> None
 
 def test_payload_is_domain_separated_as_documented() -> None:
     assert signing_payload(DOMAIN, b"abc") == b"pie/tx\x00abc"
+
+
+def _coincurve_der_route(pub: PublicKey, domain: str, payload: bytes, sig: bytes) -> bool:
+    """The verification ``PublicKey.verify`` used before its direct libsecp256k1 call."""
+    import coincurve
+    from coincurve.ecdsa import cdata_to_der, deserialize_compact
+
+    try:
+        der = cdata_to_der(deserialize_compact(sig))
+        return coincurve.PublicKey(pub.data).verify(der, signing_payload(domain, payload),
+                                                    hasher=lambda m: hashlib.sha256(m).digest())
+    except Exception:
+        return False
+
+
+@settings(max_examples=60, deadline=None)
+@given(payload=st.binary(max_size=200), flip=st.integers(min_value=0, max_value=63))
+def test_direct_verify_agrees_with_the_der_route(key: PrivateKey, payload: bytes, flip: int) -> None:
+    sig = key.sign(DOMAIN, payload)
+    bad = bytearray(sig)
+    bad[flip] ^= 0x01
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    cases = [
+        sig, bytes(bad),
+        sig[:32] + (ORDER - s).to_bytes(32, "big"),    # high-S twin
+        ORDER.to_bytes(32, "big") + sig[32:],          # r out of range
+        sig[:32] + ORDER.to_bytes(32, "big"),          # s out of range
+        bytes(32) + sig[32:], sig[:32] + bytes(32),    # zero r, zero s
+    ]
+    for case in cases:
+        want = _coincurve_der_route(key.public_key, DOMAIN, payload, case)
+        assert key.public_key.verify(DOMAIN, payload, case) == want
+    assert key.public_key.verify(DOMAIN, payload, sig) and r > 0
+    assert not key.public_key.verify(DOMAIN, payload, cases[2])
+    assert not key.public_key.verify("vote", payload, sig)
+    assert not key.public_key.verify(DOMAIN, payload, sig[:63])
