@@ -66,3 +66,21 @@ def test_a_failed_call_is_counted_out_so_close_does_not_hang(tmp_path: Path) -> 
     closer.start()
     closer.join(10)
     assert not closer.is_alive(), "a failed call must not leave close waiting"
+
+
+def test_a_database_written_without_bloom_filters_still_reads(tmp_path: Path) -> None:
+    import plyvel
+
+    old = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    for i in range(2000):
+        old.put(b"k%05d" % i, b"v%d" % i)
+    old.compact_range()  # into tables that carry no filter
+    old.close()
+    store = LevelDBStore(tmp_path / "db")
+    assert store.get(b"k00007") == b"v7" and store.get(b"k01999") == b"v1999"
+    assert store.get(b"k02000") is None and store.get(b"missing") is None
+    store.put(b"k02000", b"new")
+    store.close()
+    again = LevelDBStore(tmp_path / "db")
+    assert again.get(b"k02000") == b"new" and again.get(b"k00000") == b"v0"
+    again.close()
