@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from pienode.cli import cluster
 from pienode.cli.wallet import Wallet
 from pienode.client import emr
@@ -39,21 +41,42 @@ PAPER = {
     "rekey_seconds_mean": 3.3543,
     "rekey_seconds_sd": 0.4959,
 }
-#: Pause (at least) between an upload and the timed download of the same record. The upload is
-#: acknowledged once f+1 hospitals hold the file; the other replicas are still pulling and
-#: hashing it, and the other nodes still executing its block, for a few ms after. On a small
-#: machine that tail competes with the download for the CPU, which timed the upload's
-#: leftovers, not the download (1 MB: median ~1.5 ms more). The paper times the two
-#: separately. The record is still fresh: no key or plaintext is kept between the two.
-SETTLE_SECONDS = 0.1
-#: The replicas pull a large file at roughly this rate (bytes/s) on a small machine.
-SETTLE_RATE = 250e6
+#: Longest untimed wait, per upload, for every hospital to settle (see ``settle``).
+SETTLE_TIMEOUT_S = 120.0
+#: How often ``settle`` asks each node.
+SETTLE_POLL_S = 0.005
 
 
-def settle_seconds(size: int) -> float:
-    """The untimed pause after uploading ``size`` bytes (``SETTLE_SECONDS``), longer for a
-    large file whose replicas take longer to pull it."""
-    return SETTLE_SECONDS + size / SETTLE_RATE
+async def settle(http: aiohttp.ClientSession, urls: list[str], cid: str, height: int,
+                 timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+    """Untimed, between an upload and the timed download of the same record: wait until
+    every hospital has committed the upload's block (``height``) and holds the whole file.
+
+    Why: the upload is acknowledged once f+1 hospitals hold the file; the other replicas
+    are still pulling and hashing it, and the other nodes still executing its block. On a
+    small machine that tail competes with the download for the CPU, which then times the
+    upload's leftovers, not the download; the paper times the two separately. The record
+    is still fresh: no key or plaintext is kept between the two. Returns False if the
+    cluster did not settle within ``timeout_s`` (the download is timed anyway).
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = list(urls)
+    while pending and time.monotonic() < deadline:
+        still = []
+        for url in pending:
+            try:
+                async with http.get(f"{url}/status") as r:
+                    at = (await r.json())["height"] if r.status == 200 else -1
+                async with http.get(f"{url}/files/{cid}/stat") as r:  # this node's own copy only
+                    whole = r.status == 200 and (await r.json())["complete"]
+            except (aiohttp.ClientError, KeyError, ValueError):
+                at, whole = -1, False
+            if at < height or not whole:
+                still.append(url)
+        pending = still
+        if pending:
+            await asyncio.sleep(SETTLE_POLL_S)
+    return not pending
 
 
 @dataclass
@@ -131,8 +154,9 @@ async def run_paper(directory: Path, opts: PaperOptions) -> dict[str, Any]:
         physician_w = await _register(urls[1 % len(urls)], work / f"physician-{tag}", "physician", "Bench Physician")
         requester_w = await _register(urls[2 % len(urls)], work / f"requester-{tag}", "physician", "Bench Requester")
         uploads, downloads = [], []
+        unsettled = 0
         async with Session(physician_w, physician_w.node) as doc, Session(patient_w, patient_w.node) as pat, \
-                Session(requester_w, requester_w.node) as req:
+                Session(requester_w, requester_w.node) as req, aiohttp.ClientSession() as http:
             for size in [s for s in PAPER_SIZES if s <= opts.max_bytes]:
                 src = work / f"emr-{size}.bin"
                 _random_file(src, size)
@@ -144,7 +168,8 @@ async def run_paper(directory: Path, opts: PaperOptions) -> dict[str, Any]:
                     rec = await emr.upload(doc, patient_w.user_id, src, "omics", {"bench": tag})
                     up.append(time.perf_counter() - t)
                     out = work / "fetched.bin"
-                    await asyncio.sleep(settle_seconds(size))  # untimed
+                    if not await settle(http, urls, rec["cid"], rec["height"]):
+                        unsettled += 1
                     t = time.perf_counter()
                     got = await emr.fetch(pat, rec["record_id"], out)
                     down.append(time.perf_counter() - t)
@@ -178,6 +203,7 @@ async def run_paper(directory: Path, opts: PaperOptions) -> dict[str, Any]:
         "rekey": rekey,
         "paper": PAPER,
         "ratios": _ratios(uploads, downloads, rekey),
+        "downloads_timed_before_the_cluster_settled": unsettled,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "nodes": len(nodes)},
     }

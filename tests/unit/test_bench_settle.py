@@ -1,21 +1,56 @@
-"""The paper bench's untimed pause between an upload and the timed download."""
+"""The paper bench's untimed wait between an upload and the timed download: every hospital
+has committed the upload's block and holds the whole file."""
 
 from __future__ import annotations
 
+import aiohttp
+from aiohttp import web
+
 from pienode.bench import paper
 
-
-def test_settle_is_at_least_the_floor_and_grows_with_size() -> None:
-    assert paper.settle_seconds(400) >= paper.SETTLE_SECONDS
-    assert paper.settle_seconds(1_000_000) < 0.2  # a 1 MB run stays quick
-    assert paper.settle_seconds(1_000_000_000) > paper.settle_seconds(10_000_000) + 1.0
+CID = "bafkreiexample"
 
 
-def test_the_pause_is_outside_the_timed_download() -> None:
-    import inspect
+async def fake_node(height: list[int], complete: list[bool]) -> tuple[web.AppRunner, str]:
+    """A node whose height and copy of CID the test moves along; each poll counts."""
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response({"height": height[0]})
 
-    src = inspect.getsource(paper.run_paper)
-    pause = src.index("settle_seconds(size)")
-    assert src.index("emr.upload(doc") < pause < src.index("got = await emr.fetch")
-    # the download's clock starts after the pause
-    assert pause < src.index("t = time.perf_counter()", pause) < src.index("got = await emr.fetch")
+    async def stat(request: web.Request) -> web.Response:
+        assert request.match_info["cid"] == CID
+        if complete[0] is None:
+            return web.json_response({"error": "no such file"}, status=404)
+        return web.json_response({"cid": CID, "complete": complete[0]})
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    app.router.add_get("/files/{cid}/stat", stat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def test_settles_only_when_every_node_has_the_block_and_the_whole_file() -> None:
+    a_h, a_c, b_h, b_c = [7], [True], [6], [None]  # b: behind, and no copy yet
+    ra, ua = await fake_node(a_h, a_c)
+    rb, ub = await fake_node(b_h, b_c)
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert not await paper.settle(http, [ua, ub], CID, 7, timeout_s=0.1)
+            b_h[0] = 7  # executed the block, still no copy
+            assert not await paper.settle(http, [ua, ub], CID, 7, timeout_s=0.1)
+            b_c[0] = False  # a partial copy is not enough
+            assert not await paper.settle(http, [ua, ub], CID, 7, timeout_s=0.1)
+            b_c[0] = True
+            assert await paper.settle(http, [ua, ub], CID, 7, timeout_s=5)
+    finally:
+        await ra.cleanup()
+        await rb.cleanup()
+
+
+async def test_an_unreachable_node_does_not_settle() -> None:
+    async with aiohttp.ClientSession() as http:
+        assert not await paper.settle(http, ["http://127.0.0.1:9"], CID, 1, timeout_s=0.1)
