@@ -81,7 +81,7 @@ class LevelDBStore:
     def write(self, ops: WriteOps, *, sync: bool = True) -> None:
         self._enter()
         try:
-            with self._db.write_batch(sync=sync) as wb:
+            with self._db.write_batch(sync=sync, transaction=True) as wb:
                 for key, value in ops.ops:
                     if value is None:
                         wb.delete(key)

@@ -84,3 +84,18 @@ def test_a_database_written_without_bloom_filters_still_reads(tmp_path: Path) ->
     again = LevelDBStore(tmp_path / "db")
     assert again.get(b"k02000") == b"new" and again.get(b"k00000") == b"v0"
     again.close()
+
+
+def test_a_batch_that_fails_partway_writes_nothing(tmp_path: Path) -> None:
+    store = LevelDBStore(tmp_path / "db")
+
+    def ops_then_failure():
+        yield b"a", b"1"
+        raise RuntimeError("the batch broke after its first op")
+
+    ops = WriteOps()
+    ops.ops = ops_then_failure()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError):
+        store.write(ops)
+    assert store.get(b"a") is None  # one batch: all of it or none of it
+    store.close()
