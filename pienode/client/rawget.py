@@ -19,9 +19,8 @@ import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 
-from pienode.net.http1 import parse_response_head
+from pienode.net.http1 import MAX_HEAD, parse_response_head
 
-_HEAD_MAX = 64 * 1024
 
 
 class Unsupported(Exception):
@@ -38,7 +37,7 @@ class _Answer(asyncio.BufferedProtocol):
         self._reset()
 
     def _reset(self) -> None:
-        self.buf = bytearray(_HEAD_MAX)
+        self.buf = bytearray(MAX_HEAD)
         self.n = 0
         self.body_at = -1  # where the body starts, once the head is parsed
         self.total = -1
@@ -64,7 +63,7 @@ class _Answer(asyncio.BufferedProtocol):
         if self.body_at < 0:
             end = self.buf.find(b"\r\n\r\n", 0, self.n)
             if end < 0:
-                if self.n >= _HEAD_MAX:
+                if self.n >= MAX_HEAD:
                     self._fail(Unsupported("answer head too large"))
                 return
             try:

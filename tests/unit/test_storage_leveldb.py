@@ -12,6 +12,17 @@ from pienode.storage.kv import WriteOps
 from pienode.storage.leveldb import LevelDBStore
 
 
+def ops_then_failure() -> WriteOps:
+    """A batch whose filling breaks after its first op (key ``a``)."""
+    def ops():
+        yield b"a", b"1"
+        raise RuntimeError("the batch broke after its first op")
+
+    batch = WriteOps()
+    batch.ops = ops()  # type: ignore[assignment]
+    return batch
+
+
 def test_close_waits_for_a_write_under_way(tmp_path: Path) -> None:
     store = LevelDBStore(tmp_path / "db")
     inside, release = threading.Event(), threading.Event()
@@ -52,14 +63,8 @@ def test_calls_after_close_raise_a_storage_error(tmp_path: Path) -> None:
 def test_a_failed_call_is_counted_out_so_close_does_not_hang(tmp_path: Path) -> None:
     store = LevelDBStore(tmp_path / "db")
 
-    def bad_ops():
-        yield b"k", b"v"
-        raise RuntimeError("boom")
-
-    ops = WriteOps()
-    ops.ops = bad_ops()  # type: ignore[assignment]
     with pytest.raises(RuntimeError):
-        store.write(ops)
+        store.write(ops_then_failure())
     with pytest.raises(TypeError):
         store.get("not bytes")  # type: ignore[arg-type]
     closer = threading.Thread(target=store.close)
@@ -89,13 +94,7 @@ def test_a_database_written_without_bloom_filters_still_reads(tmp_path: Path) ->
 def test_a_batch_that_fails_partway_writes_nothing(tmp_path: Path) -> None:
     store = LevelDBStore(tmp_path / "db")
 
-    def ops_then_failure():
-        yield b"a", b"1"
-        raise RuntimeError("the batch broke after its first op")
-
-    ops = WriteOps()
-    ops.ops = ops_then_failure()  # type: ignore[assignment]
     with pytest.raises(RuntimeError):
-        store.write(ops)
+        store.write(ops_then_failure())
     assert store.get(b"a") is None  # one batch: all of it or none of it
     store.close()
