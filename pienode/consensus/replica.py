@@ -41,6 +41,7 @@ from pienode.consensus.requests import RequestPool
 from pienode.consensus.viewchange import (
     checkpoint_proof_ok, compute_reissue, new_view_ok, view_change_ok,
 )
+from pienode.consensus.watchdog import PrimaryWatch
 from pienode.encoding import sha256
 from pienode.errors import ConsensusError
 
@@ -90,16 +91,10 @@ class Replica:
         self._next_seq = 1
         self._last_ts = 0
         self._batch_due = False
-        #: Request timer bookkeeping: batches delivered, when, and the request watched.
-        self._delivered_requests = 0
-        self._last_delivery_ms = 0
-        self._watched: bytes | None = None
-        self._watched_mark = 0
-        self._watched_ahead = 0
+        self._watch = PrimaryWatch(config.request_timeout_ms)
         self._queue_since_ms = 0
         self._last_arrival_ms = 0
         self._timers: dict[TimerId, int] = {}
-        self._view_started_ms = 0
         self._fetching: tuple[int, int] | None = None
         self._peer_delivered: dict[str, int] = {}
         #: peer -> (window start ms, messages served): caps what one peer can make us resend.
@@ -203,7 +198,7 @@ class Replica:
             self.last_delivered_seq = seq
             self.last_executed_seq = max(self.last_executed_seq, seq)
             self._own_checkpoint(seq, state_digest)
-            self._view_started_ms = now_ms  # fresh grace period for pending requests
+            self._watch.view_started_ms = now_ms  # fresh grace period for pending requests
         self._try_deliver()
         return self._finish()
 
@@ -215,7 +210,7 @@ class Replica:
         self._writes = []
         if not self._started:
             self._started = True
-            self._view_started_ms = now_ms
+            self._watch.view_started_ms = now_ms
             self._set_timer(TimerId.STATUS, self.config.status_interval_ms)
             self._writes.append((keys.KEY_LAYOUT, pack(keys.LAYOUT_VERSION)))
             if not self.active and self._own_view_change is not None:
@@ -390,46 +385,23 @@ class Replica:
         self._check_prepared(slot)
 
     def _request_timeout(self) -> None:
-        """§4.4: a request waiting too long means the primary is faulty, slow or censoring.
-
-        At T the overdue requests are forwarded to the primary (a request may have reached
-        only some nodes). From 2T on, a view change starts if nothing was delivered for T
-        (silent or slow primary), or if, since the oldest request became overdue, the
-        primary delivered more than twice as many requests as were pending here at that
-        moment (plus 16) without it: its queue is FIFO and gossip takes far less than T, so
-        what was ahead of our oldest request was pending here too (censoring). Plain overload, where batches
-        keep flowing in order, is neither.
-        """
+        """§4.4: a request waiting too long means the primary is faulty, slow or censoring
+        (the verdict and its reasons: ``watchdog``)."""
         oldest = self._pool.oldest()
         if oldest is None or not self.active:
             return
-        rid, arrival = oldest
-        t = self.config.request_timeout_ms
-        base = max(arrival, self._view_started_ms)
-        age = self._now - base
-        if age < t:
-            self._set_timer(TimerId.REQUEST, base + t - self._now)
-            return
-        if self._watched != rid:
-            self._watched, self._watched_mark = rid, self._delivered_requests
-            self._watched_ahead = len(self._pool)
-        if not self.is_primary:
-            overdue = self._pool.overdue(self._now - t, limit=1000)
+        verdict = self._watch.check(*oldest, len(self._pool), self._now)
+        if verdict.overdue and not self.is_primary:
+            overdue = self._pool.overdue(self._now - self.config.request_timeout_ms, limit=1000)
             if overdue:
                 self._actions.append(
                     Send(self.primary, wire(make_forward(tuple(overdue), self.node_id, self._sign))))
-        if age >= 2 * t:
-            stalled = self._now - max(self._last_delivery_ms, self._view_started_ms) >= t
-            passed_over = self._delivered_requests - self._watched_mark
-            censored = passed_over > 2 * self._watched_ahead + 16
-            if stalled or censored:
-                self.stats["request_timeout_view_change"] += 1
-                self.stats["primary_stalled" if stalled else "primary_censoring"] += 1
-                self._start_view_change(self.view + 1)
-                return
-            self._set_timer(TimerId.REQUEST, max(1, t // 2))
-        else:
-            self._set_timer(TimerId.REQUEST, base + 2 * t - self._now)
+        if verdict.reason is not None:
+            self.stats["request_timeout_view_change"] += 1
+            self.stats[verdict.reason] += 1
+            self._start_view_change(self.view + 1)
+            return
+        self._set_timer(TimerId.REQUEST, verdict.recheck_ms)
 
     # ---- normal case (§4.2) --------------------------------------------------------------
 
@@ -592,8 +564,7 @@ class Replica:
             batch = entry[0]
             self._actions.append(Deliver(seq, cert.view, batch, cert.digest, cert))
             self.last_delivered_seq = seq
-            self._delivered_requests += len(batch.requests)
-            self._last_delivery_ms = self._now
+            self._watch.delivered(len(batch.requests), self._now)
             delivered = True
             if not batch.is_null:
                 self._last_delivered_ts = max(self._last_delivered_ts, batch.timestamp_ms)
@@ -928,7 +899,7 @@ class Replica:
         self._vc_failures = 0
         self._own_view_change = None
         self._new_view = nv
-        self._view_started_ms = self._now
+        self._watch.view_started_ms = self._now
         self._pool.forwarded.clear()
         self._cancel_timer(TimerId.VIEW_CHANGE)
         self._writes.append((keys.KEY_VIEW, keys.view_value(nv.view, True)))
