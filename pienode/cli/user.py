@@ -14,6 +14,7 @@ from pienode.cli.common import emit, run_command, table
 from pienode.errors import PieError
 from pienode.cli.wallet import Wallet
 from pienode.identity.levels import ROLES
+from pienode.ledger.kinds import RECORD_ID_RE
 
 
 def default_node() -> str:
@@ -277,11 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> Any:
+    """Refuse a malformed record id before any request is sent or any file is written:
+    the node could only answer "not found", which hides the typo."""
+    record = getattr(args, "record", None)
+    if record is not None and not RECORD_ID_RE.fullmatch(record):
+        raise PieError(f"--record wants a record id, 'rec-' and 32 lowercase hex digits, not {record!r}")
+    return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.node is None and args.command == "register":
         args.node = default_node()
-    return run_command(lambda: args.func(args))
+    return run_command(lambda: _run(args))
 
 
 if __name__ == "__main__":
