@@ -56,6 +56,16 @@ class Genesis:
     #: What every node's contract engine must match (interpreter minor version, Unicode
     #: tables, cost table), so contracts answer alike everywhere; empty: not pinned.
     engine: dict[str, str] = field(default_factory=dict)
+    #: ``nodes`` by id (derived; asked for every transaction's sender).
+    _by_id: dict[str, NodeCert] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The first certificate of an id wins, as the scan it replaces did (``check``
+        # refuses duplicates anyway).
+        by_id: dict[str, NodeCert] = {}
+        for n in self.nodes:
+            by_id.setdefault(n.node_id, n)
+        object.__setattr__(self, "_by_id", by_id)
 
     # -- derived -------------------------------------------------------------------------
 
@@ -68,13 +78,13 @@ class Genesis:
         return (len(self.nodes) - 1) // 3
 
     def node(self, node_id: str) -> NodeCert:
-        for n in self.nodes:
-            if n.node_id == node_id:
-                return n
-        raise ValidationError(f"unknown hospital node {node_id!r}")
+        found = self._by_id.get(node_id)
+        if found is None:
+            raise ValidationError(f"unknown hospital node {node_id!r}")
+        return found
 
     def has_node(self, node_id: str) -> bool:
-        return any(n.node_id == node_id for n in self.nodes)
+        return node_id in self._by_id
 
     def hash(self) -> bytes:
         return digest(self.to_canonical())

@@ -42,8 +42,12 @@ def height_of_block_key(key: bytes) -> int:
     return struct.unpack(">Q", key[1:9])[0]
 
 
+#: State keys of user certificates (``user_key``).
+USER_PREFIX = b"u/"
+
+
 def user_key(user_id: str) -> bytes:
-    return b"u/" + user_id.encode()
+    return USER_PREFIX + user_id.encode()
 
 
 def record_key(record_id: str) -> bytes:

@@ -46,6 +46,7 @@ class Ledger:
         ops.put(keys.META_GENESIS, self.genesis.hash())
         self._add_block_ops(ops, block, writes)
         self.kv.write(ops, sync=True)
+        self.executor.caches.state_written(writes)
 
     def _load_header(self, height: int) -> BlockHeader:
         blk = self.block(height)
@@ -97,4 +98,6 @@ class Ledger:
         ops = extra if extra is not None else WriteOps()
         self._add_block_ops(ops, block, writes)
         self.kv.write(ops, sync=True)
+        # After the write: a cache refilled from the store from now on reads the new state.
+        self.executor.caches.state_written(writes)
         self._head = block.header

@@ -7,9 +7,10 @@ execution-time verdict is the same on every node.
 
 A node checks each transaction twice (admission, execution) and runs the same checks on
 the same bytes in every block, so ``TxCaches`` keeps what is a pure function of bytes:
-the decoded transaction (by the hash of its wire bytes), the decoded sender certificate
-(by its stored bytes) and verified signatures. Nothing that depends on state or on the
-clock is cached: sender lookup, role, timestamp and replay checks always run.
+the decoded transaction (by the hash of its wire bytes) and verified signatures. The
+decoded sender certificates of committed state are cached by user id and dropped by the
+ledger when a block writes them. Nothing that depends on the clock is cached, and the role,
+timestamp and replay checks always run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from pienode.crypto.keys import PublicKey
 from pienode.encoding import sha256, unpack
@@ -136,27 +137,61 @@ def decode_transaction(data: bytes, genesis: Genesis) -> Decoded:
 
 
 class CertCache:
-    """Decoded user certificates by their exact stored bytes.
+    """Decoded user certificates of committed state, by user id, so admission and execution
+    do not read and decode the sender's certificate for every transaction.
 
-    The lookup still reads the certificate from state (the block's overlay first) every
-    time, so a certificate written, replaced or removed is seen at once; only decoding the
-    same bytes again is saved. Callers get their own copy of the map.
+    The ledger is the only writer of committed state: ``Ledger.commit`` calls ``written``
+    with the keys of each block right after its synced write, and that drops every
+    certificate the block wrote (added, replaced or removed), so the next lookup reads the
+    new one. A lookup that read the store while a block was being committed may hold the
+    old bytes: a generation counter, bumped by ``written``, keeps it from caching them. A
+    block being executed sees its own earlier writes first (the overlay), never the cache.
+    Callers get their own copy of the certificate map.
     """
 
     def __init__(self, size: int = 10_000) -> None:
-        self._items = _Bounded(size)
+        self._size = size
+        self._by_user: OrderedDict[str, tuple[dict[str, Any], PublicKey]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    def __len__(self) -> int:
+        return len(self._by_user)
 
     def lookup(self, state: StateOverlay, user_id: str) -> tuple[dict[str, Any], PublicKey] | None:
         """(certificate, its signing key) of a registered user, or None."""
-        raw = state.get_raw(keys.user_key(user_id))
-        if raw is None:
-            return None
-        hit = self._items.get(raw)
+        key = keys.user_key(user_id)
+        writes = state.writes
+        if key in writes:  # written earlier in this block: not committed, never cached
+            raw = writes[key]
+            if raw is None:
+                return None
+            cert = unpack(raw)
+            return cert, PublicKey(cert["sign_key"])
+        with self._lock:
+            hit = self._by_user.get(user_id)
+            generation = self._generation
         if hit is None:
+            raw = state.get_raw(key)
+            if raw is None:
+                return None
             cert = unpack(raw)
             hit = (cert, PublicKey(cert["sign_key"]))
-            self._items.put(raw, hit)
+            with self._lock:
+                if generation == self._generation:  # no block committed since we read
+                    self._by_user[user_id] = hit
+                    if len(self._by_user) > self._size:
+                        self._by_user.popitem(last=False)
         return dict(hit[0]), hit[1]
+
+    def written(self, state_keys: Iterable[bytes]) -> None:
+        """Committed state keys ``state_keys`` were just written (put or deleted)."""
+        prefix = keys.USER_PREFIX
+        with self._lock:
+            self._generation += 1
+            for k in state_keys:
+                if k.startswith(prefix):
+                    self._by_user.pop(k[len(prefix):].decode(errors="replace"), None)
 
 
 class TxCaches:
@@ -166,6 +201,10 @@ class TxCaches:
         self.sigs = SignatureCache()
         self.decoded = DecodedCache()
         self.certs = CertCache()
+
+    def state_written(self, state_keys: Iterable[bytes]) -> None:
+        """The ledger committed writes to ``state_keys``: drop what they make stale."""
+        self.certs.written(state_keys)
 
 
 @dataclass(frozen=True, slots=True)

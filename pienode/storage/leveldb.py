@@ -54,7 +54,9 @@ class LevelDBStore:
     def _leave(self) -> None:
         with self._lock:
             self._busy -= 1
-            if not self._busy:
+            # Only ``close`` ever waits, and it sets ``_closed`` under this lock before it
+            # does: notifying on every idle moment cost more than the read it ends.
+            if self._closed and not self._busy:
                 self._cv.notify_all()
 
     def get(self, key: bytes) -> bytes | None:

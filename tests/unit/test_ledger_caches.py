@@ -87,14 +87,22 @@ def test_a_transaction_admitted_earlier_is_still_refused_when_invalid_at_executi
     assert dict(ledger.kv.iterate(keys.STATE)) == before
 
 
+def commit_state(ledger: Ledger, writes: dict[bytes, bytes | None]) -> None:
+    """Commit a block (no transactions) that also writes ``writes`` to state: how a later
+    block's state change reaches the store, through ``Ledger.commit`` like any other."""
+    block, own = ledger.executor.execute(ledger.head, (), timestamp_ms=now_ms(), proposer="hospital-1", view=0,
+                                         batch_digest=b"d" * 32)
+    ledger.commit(block, {**own, **writes})
+
+
 def replace_cert(c, ledger: Ledger, user_id: str, role: str | None = None) -> PrivateKey:
-    """Write a new certificate for ``user_id`` straight into committed state (a rotated key,
-    or another role), as a later block would."""
+    """Commit a new certificate for ``user_id`` (a rotated key, or another role), as a later
+    block would."""
     _, old = c.users[user_id]
     key = PrivateKey.generate()
     cert = UserCert(user_id, role or old.role, old.security_level, key.public_key.data, old.enc_key,
                     old.hospital_id, now_ms()).signed_by(c.node_keys[old.hospital_id])
-    ledger.kv.put(keys.STATE + keys.user_key(user_id), pack(cert.to_dict()))
+    commit_state(ledger, {keys.user_key(user_id): pack(cert.to_dict())})
     c.users[user_id] = (key, cert)
     return key
 
@@ -119,7 +127,7 @@ def test_a_changed_role_or_a_removed_certificate_is_seen_at_once(world):
                                        timestamp_ms=now_ms(), body=upload_body(PAT))
     with pytest.raises(ValidationError, match="researcher may not"):
         admit(c, ledger, by_researcher.encode())
-    ledger.kv.delete(keys.STATE + keys.user_key(PHY))
+    commit_state(ledger, {keys.user_key(PHY): None})
     with pytest.raises(ValidationError, match="not a registered user"):
         admit(c, ledger, by_researcher.encode())
     b = commit(ledger, [by_researcher.encode()])
@@ -181,3 +189,65 @@ def test_execution_without_admission_gives_the_same_block():
         blocks.append(commit(ledger, txs, ts=ts + 1))
     assert [r.code for r in blocks[0].receipts] == ["ok"] * 5 + ["invalid"]
     assert blocks[0].encode() == blocks[1].encode()
+
+
+class CountingKV(MemoryKV):
+    """A store that counts reads and can run a hook in the middle of one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[bytes, int] = {}
+        self.during_read = None
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        value = super().get(key)
+        hook, self.during_read = self.during_read, None
+        if hook is not None:
+            hook()
+        return value
+
+
+def counting_world():
+    c = make_consortium(4)
+    ledger = Ledger(CountingKV(), c.genesis)
+    commit(ledger, [c.register_tx(PAT, "patient"), c.register_tx(PHY, "physician", "hospital-2")])
+    return c, ledger
+
+
+def test_a_committed_certificate_is_read_from_the_store_once():
+    c, ledger = counting_world()
+    stored = keys.STATE + keys.user_key(PHY)
+    ledger.kv.reads.clear()
+    for _ in range(5):
+        admit(c, ledger, upload(c).encode())
+    b = commit(ledger, [upload(c).encode() for _ in range(3)])
+    assert all(r.ok for r in b.receipts)
+    assert ledger.kv.reads.get(stored) == 1
+
+
+def test_a_lookup_racing_a_commit_does_not_cache_the_old_certificate():
+    """Admission read the old certificate from the store, then a block replaced it before
+    the lookup finished: the old one must not stay cached."""
+    c, ledger = counting_world()
+    signed_with_old_key = upload(c)
+    ledger.kv.during_read = lambda: replace_cert(c, ledger, PHY)
+    admit(c, ledger, signed_with_old_key.encode())  # checked against what it read: passes
+    with pytest.raises(ValidationError, match="bad signature"):
+        admit(c, ledger, signed_with_old_key.encode())
+    assert admit(c, ledger, upload(c).encode()).sender_cert["sign_key"] == c.users[PHY][1].sign_key
+
+
+def test_a_certificate_written_earlier_in_the_block_is_used_and_not_cached(world):
+    c, ledger = world
+    certs = ledger.executor.caches.certs
+    state = StateOverlay(ledger.kv)
+    assert certs.lookup(state, PHY) is not None and len(certs) == 1
+    _, old = c.users[PHY]
+    new_key = PrivateKey.generate().public_key.data
+    cert = UserCert(PHY, old.role, old.security_level, new_key, old.enc_key, old.hospital_id,
+                    now_ms()).signed_by(c.node_keys[old.hospital_id])
+    state.put(keys.user_key(PHY), cert.to_dict())
+    assert certs.lookup(state, PHY)[1].data == new_key
+    # The block was not committed: everyone else still gets the committed certificate.
+    assert certs.lookup(StateOverlay(ledger.kv), PHY)[1].data == old.sign_key
