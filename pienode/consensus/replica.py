@@ -17,20 +17,18 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from pienode.consensus import recovery as keys
-from pienode.consensus import retransmit
+from pienode.consensus import retransmit, votes
 from pienode.consensus.actions import (
     Action, Broadcast, CancelTimer, Deliver, FetchState, Persist, Send, SetTimer, TimerId,
 )
-from pienode.consensus.certificate import (
-    CommitCertificate, certificate_fields, verify_certificate,
-)
+from pienode.consensus.certificate import certificate_fields, verify_certificate
 from pienode.consensus.checkpoints import CheckpointLog
 from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.log import Slot
 from pienode.consensus.messages import (
     GENESIS_DIGEST, NULL_BATCH, NULL_BATCH_BYTES, NULL_DIGEST, Batch, BatchFetch, BatchReply,
     Checkpoint, CheckpointProof, Commit, Committed, Forward, MessageError, NewView, PrePrepare,
-    PreparedCert, Prepare, Status, ViewChange, decode_batch, decode_message, make_batch_fetch,
+    Prepare, Status, ViewChange, decode_message, make_batch_fetch,
     make_batch_reply, make_checkpoint, make_checkpoint_proof, make_commit, make_committed,
     make_forward, make_new_view, make_pre_prepare, make_prepare, make_status, make_view_change,
     pack,
@@ -406,46 +404,29 @@ class Replica:
     # ---- normal case (§4.2) --------------------------------------------------------------
 
     def _on_pre_prepare(self, msg: PrePrepare, batch_bytes: bytes | None) -> None:
-        if not self.active or msg.view != self.view:
-            self.stats["wrong_view"] += 1
-            return
-        if msg.replica != self.primary:
-            self.stats["not_primary"] += 1
-            return
-        if not self._in_window(msg.seq):
-            self.stats["out_of_window"] += 1
-            return
         slot = self._slots.get(msg.seq)
-        known = slot.pre_prepare if slot is not None else None
-        if known is not None and known.view == self.view:
-            if known.digest != msg.digest:
-                if self._check_sig(msg):
-                    self.stats["equivocation"] += 1
-                return
-            self.stats["duplicate"] += 1
-            if slot is not None and msg.digest not in slot.batches and batch_bytes is not None:
+        why = votes.screen_pre_prepare(msg, slot, view=self.view, active=self.active,
+                                       primary=self.primary, in_window=self._in_window(msg.seq),
+                                       has_batch=batch_bytes is not None)
+        if why == "equivocation":
+            if self._check_sig(msg):
+                self.stats[why] += 1
+            return
+        if why is not None:
+            self.stats[why] += 1
+            if (why == "duplicate" and slot is not None and msg.digest not in slot.batches
+                    and batch_bytes is not None):
                 self._store_batch(slot, msg.digest, batch_bytes)
             return
-        if batch_bytes is None:
-            self.stats["missing_batch"] += 1
-            return
-        if slot is not None and slot.certificate is not None and slot.certificate.digest != msg.digest:
-            self.stats["conflicts_committed"] += 1  # only a faulty primary does this
-            return
+        assert batch_bytes is not None  # screened: "missing_batch"
         if not self._check_sig(msg):
             return
-        if sha256(batch_bytes) != msg.digest:
-            self.stats["bad_digest"] += 1
+        batch = votes.parse_batch(batch_bytes, msg.digest)
+        if isinstance(batch, str):
+            self.stats[batch] += 1
             return
-        try:
-            batch = decode_batch(batch_bytes)
-        except MessageError:
-            self.stats["bad_batch"] += 1
-            return
-        if msg.seq > self.last_delivered_seq and (
-            batch.timestamp_ms <= self._last_delivered_ts
-            or abs(batch.timestamp_ms - self._now) > self.config.max_clock_skew_ms
-        ):
+        if msg.seq > self.last_delivered_seq and not votes.timestamp_ok(
+                batch.timestamp_ms, self._last_delivered_ts, self._now, self.config.max_clock_skew_ms):
             self.stats["bad_timestamp"] += 1
             return
         slot = self._slot(msg.seq)
@@ -465,20 +446,10 @@ class Replica:
             self._broadcast(prepare)
 
     def _on_prepare(self, msg: Prepare) -> None:
-        # Prepares for the view we are changing to are kept: the NEW-VIEW may arrive later.
-        if msg.view != self.view:
-            self.stats["wrong_view"] += 1
-            return
-        if msg.replica == self.primary:
-            self.stats["not_primary"] += 1
-            return
-        if not self._in_window(msg.seq):
-            self.stats["out_of_window"] += 1
-            return
-        slot = self._slots.get(msg.seq)
-        old = slot.prepares.get(msg.replica) if slot is not None else None
-        if old is not None and old.view >= msg.view:
-            self.stats["duplicate" if old.digest == msg.digest else "equivocation"] += 1
+        why = votes.screen_prepare(msg, self._slots.get(msg.seq), view=self.view,
+                                   primary=self.primary, in_window=self._in_window(msg.seq))
+        if why is not None:
+            self.stats[why] += 1
             return
         if not self._check_sig(msg):
             return
@@ -493,13 +464,9 @@ class Replica:
             return
         if not self._may_vote(pp.view):
             return
-        matching = [p for r, p in slot.prepares.items()
-                    if p.view == pp.view and p.digest == pp.digest and r != pp.replica]
-        need = self.config.quorum - 1
-        if len(matching) < need:
+        cert = votes.prepared_certificate(slot, self.config.quorum)
+        if cert is None:
             return
-        matching.sort(key=lambda p: p.replica)
-        cert = PreparedCert(pp, tuple(matching[:need]))
         slot.prepared_cert = cert
         slot.commit_sent_view = self.view
         self._writes.append((keys.seq_key(keys.PREFIX_PREPARED, slot.seq), keys.prepared_value(cert)))
@@ -508,16 +475,10 @@ class Replica:
         self._add_commit(slot, commit)
 
     def _on_commit(self, msg: Commit) -> None:
-        if msg.view > self.view:
-            self.stats["wrong_view"] += 1
-            return
-        if not self._in_window(msg.seq):
-            self.stats["out_of_window"] += 1
-            return
-        slot = self._slots.get(msg.seq)
-        old = slot.commits.get(msg.replica) if slot is not None else None
-        if old is not None and old.view >= msg.view:
-            self.stats["duplicate"] += 1
+        why = votes.screen_commit(msg, self._slots.get(msg.seq), view=self.view,
+                                  in_window=self._in_window(msg.seq))
+        if why is not None:
+            self.stats[why] += 1
             return
         if not self._check_sig(msg):
             return
@@ -528,23 +489,18 @@ class Replica:
         slot.commits[commit.replica] = commit
         if slot.certificate is not None:
             return
-        matching = sorted((c.replica, c.signature) for c in slot.commits.values()
-                          if c.view == commit.view and c.digest == commit.digest)
-        if len(matching) >= self.config.quorum:
-            slot.certificate = CommitCertificate(commit.view, slot.seq, commit.digest, tuple(matching))
+        slot.certificate = votes.commit_certificate(slot, commit.view, commit.digest,
+                                                    self.config.quorum)
+        if slot.certificate is not None:
             self._try_deliver()
 
-    def _store_batch(self, slot: Slot, digest: bytes, batch_bytes: bytes) -> bool:
-        if sha256(batch_bytes) != digest:
-            self.stats["bad_digest"] += 1
-            return False
-        try:
-            slot.batches[digest] = (decode_batch(batch_bytes), batch_bytes)
-        except MessageError:
-            self.stats["bad_batch"] += 1
-            return False
+    def _store_batch(self, slot: Slot, digest: bytes, batch_bytes: bytes) -> None:
+        batch = votes.parse_batch(batch_bytes, digest)
+        if isinstance(batch, str):
+            self.stats[batch] += 1
+            return
+        slot.batches[digest] = (batch, batch_bytes)
         self._try_deliver()
-        return True
 
     def _try_deliver(self) -> None:
         """Deliver committed batches in sequence order, each exactly once."""
@@ -607,10 +563,7 @@ class Replica:
         slot = self._slots.get(msg.seq)
         if slot is None or msg.digest in slot.batches:
             return
-        wanted = {slot.needed_digest()}
-        if slot.prepared_cert is not None:
-            wanted.add(slot.prepared_cert.pre_prepare.digest)
-        if msg.digest not in wanted:
+        if msg.digest not in votes.wanted_digests(slot):
             self.stats["unwanted_batch"] += 1
             return
         if self._check_sig(msg):
