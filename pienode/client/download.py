@@ -36,8 +36,7 @@ from pienode.client.transfer import (
     decrypt_buffer_to_file,
     decrypt_to_file,
 )
-from pienode.crypto import grants, pre
-from pienode.crypto.pre import PrePublicKey
+from pienode.crypto import grants
 from pienode.crypto.stream import StreamError
 from pienode.encoding import unpack
 from pienode.errors import Forbidden, PieError, ValidationError
@@ -134,9 +133,7 @@ def own_dek(s: Session, rec: dict[str, Any]) -> bytes:
     """The DEK from my sealed copy of the record's delegating key (the kfrag signer, which
     only a grant needs, stays sealed)."""
     sealed_dsk, _ = unpack(rec["sealed_keys"][s.user_id])
-    dpk = PrePublicKey.from_bytes(rec["delegating_key"])
-    dsk = grants.open_record_key(s.enc_sk, sealed_dsk, rec["record_id"], rec["version"], dpk)
-    return pre.open_original(dsk, rec["capsule"])
+    return grants.open_record_dek(s.enc_sk, sealed_dsk, rec["record_id"], rec["version"], rec["capsule"])
 
 
 async def decrypt_from_store(s: Session, cid: str, stored_size: int, dek: bytes, out: Path) -> int:

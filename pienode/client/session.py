@@ -52,6 +52,7 @@ class Session:
         self.node_id = ""
         self._raw: RawGetter | None = None
         self._raw_tried = False
+        self._enc_sk: PreSecretKey | None = None
 
     async def __aenter__(self) -> "Session":
         await self.client.__aenter__()
@@ -89,7 +90,11 @@ class Session:
 
     @property
     def enc_sk(self) -> PreSecretKey:
-        return PreSecretKey.from_bytes(self.wallet.enc_key.to_bytes())
+        # Parsed once per session (and its public key derived at most once): the wallet's
+        # key does not change under a session.
+        if self._enc_sk is None:
+            self._enc_sk = PreSecretKey.from_bytes(self.wallet.enc_key.to_bytes())
+        return self._enc_sk
 
     @property
     def enc_pk(self) -> PrePublicKey:

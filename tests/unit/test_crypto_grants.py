@@ -133,6 +133,27 @@ def test_sealed_record_key_opens_only_for_its_recipients_and_version(c: Consorti
         )
 
 
+def test_record_dek_opens_for_its_recipients_only_and_never_from_another_version(c: Consortium) -> None:
+    keys, dek = c.upload(1)
+    for i, sk in enumerate((c.patient_sk, c.creator_sk)):
+        assert grants.open_record_dek(sk, keys.sealed_delegating_sk[i], RECORD, 1, keys.key_capsule) == dek
+    sealed = keys.sealed_delegating_sk[0]
+    for who, rid, version in ((c.requester_sk, RECORD, 1), (c.patient_sk, RECORD, 2), (c.patient_sk, "rec-8", 1)):
+        with pytest.raises(CryptoError):
+            grants.open_record_dek(who, sealed, rid, version, keys.key_capsule)
+    # A sealed secret of another version (of the same record id and number, so it unseals)
+    # does not open this version's key capsule: the capsule's own check refuses it, which
+    # is why the download path needs no public-key comparison.
+    other, other_dek = c.upload(1)
+    assert other_dek != dek
+    with pytest.raises(CryptoError, match="cannot open key capsule"):
+        grants.open_record_dek(c.patient_sk, other.sealed_delegating_sk[0], RECORD, 1, keys.key_capsule)
+    tampered = bytearray(keys.key_capsule)
+    tampered[-1] ^= 1
+    with pytest.raises(CryptoError):
+        grants.open_record_dek(c.patient_sk, sealed, RECORD, 1, bytes(tampered))
+
+
 def test_sealed_kfrag_serves_only_its_node_and_grant(c: Consortium) -> None:
     keys, _ = c.upload(1)
     d_sk = grants.open_record_key(

@@ -28,6 +28,7 @@ from pienode.crypto.stream import (
     encrypt_stream,
     plaintext_size,
 )
+from pienode.crypto.stream_whole import decrypt_buffer
 from pienode.errors import CryptoError
 
 KEY = bytes(range(32))
@@ -57,6 +58,9 @@ def fails(ct: bytes, key: bytes = KEY) -> None:
     # The same bytes fed one at a time must fail the same way.
     with pytest.raises(StreamError):
         list(decrypt_stream(key, (ct[i : i + 1] for i in range(len(ct)))))
+    # And held whole in one buffer, as a download received at once is decrypted.
+    with pytest.raises(StreamError):
+        list(decrypt_buffer(key, ct))
 
 
 EXACT = [C - HEADER_SIZE, 2 * C - HEADER_SIZE, 5 * C - HEADER_SIZE]  # whole chunks
