@@ -30,15 +30,16 @@ from pienode.consensus.messages import (
     Checkpoint, CheckpointProof, Commit, Committed, Forward, MessageError, NewView, PrePrepare,
     Prepare, Status, ViewChange, decode_message, make_batch_fetch,
     make_batch_reply, make_checkpoint, make_checkpoint_proof, make_commit, make_committed,
-    make_forward, make_new_view, make_pre_prepare, make_prepare, make_status, make_view_change,
-    pack,
+    make_forward, make_pre_prepare, make_prepare, make_status, pack,
     wire,
 )
 from pienode.consensus.recovery import RecoveredState, rebuild_slots
 from pienode.consensus.requests import RequestPool
 from pienode.consensus.viewchange import (
-    checkpoint_proof_ok, compute_reissue, new_view_ok, view_change_ok,
+    build_new_view, build_view_change, checkpoint_proof_ok, in_flight_requests, new_view_ok,
+    newest_timestamp,
 )
+from pienode.consensus.viewchange_log import ViewChangeLog
 from pienode.consensus.watchdog import PrimaryWatch
 from pienode.encoding import sha256
 from pienode.errors import ConsensusError
@@ -48,8 +49,6 @@ Verifier = Callable[[str, bytes, bytes], bool]
 
 #: Sequence numbers retransmitted to one stalled peer per STATUS it sends.
 RETRANSMIT_CAP = 16
-#: Upper bound on the view-change timeout multiplier (2**6 = 64x the base).
-MAX_BACKOFF_EXP = 6
 
 
 class Replica:
@@ -80,11 +79,7 @@ class Replica:
         self._last_delivered_ts = 0
         self._slots: dict[int, Slot] = {}
         self._cps = CheckpointLog()
-        self._view_changes: dict[str, ViewChange] = {}
-        self._own_view_change: ViewChange | None = None
-        self._new_view: NewView | None = None
-        self._verified_vcs: set[bytes] = set()
-        self._vc_failures = 0
+        self._vcs = ViewChangeLog(config, verifier)
         self._pool = RequestPool(config.max_pending_requests, config.recent_request_ids)
         self._next_seq = 1
         self._last_ts = 0
@@ -171,7 +166,7 @@ class Replica:
             self._request_timeout()
         elif timer is TimerId.VIEW_CHANGE:
             if not self.active:
-                self._vc_failures += 1
+                self._vcs.failures += 1
                 self._start_view_change(self.view + 1)
         return self._finish()
 
@@ -211,8 +206,8 @@ class Replica:
             self._watch.view_started_ms = now_ms
             self._set_timer(TimerId.STATUS, self.config.status_interval_ms)
             self._writes.append((keys.KEY_LAYOUT, pack(keys.LAYOUT_VERSION)))
-            if not self.active and self._own_view_change is not None:
-                self._actions.append(Broadcast(wire(self._own_view_change)))
+            if not self.active and self._vcs.own is not None:
+                self._actions.append(Broadcast(wire(self._vcs.own)))
                 self._check_view_change_quorum()
             if self._pending_vc is not None:
                 self._start_view_change(self._pending_vc)
@@ -695,8 +690,8 @@ class Replica:
         self._delivered_at_tick = self.last_delivered_seq
         self._broadcast(make_status(self.view, self.active, self.last_delivered_seq,
                                     self.stable_checkpoint, self.node_id, self._sign))
-        if not self.active and self._own_view_change is not None:
-            self._broadcast(self._own_view_change)
+        if not self.active and self._vcs.own is not None:
+            self._broadcast(self._vcs.own)
         if self._fetching is not None:
             target, since = self._fetching
             if self._now - since >= self.config.fetch_retry_ms:
@@ -718,8 +713,8 @@ class Replica:
         stalled = prev is not None and prev == msg.last_delivered
         to = msg.replica
         behind_view = msg.view < self.view or (msg.view == self.view and not msg.active)
-        if self.active and behind_view and self._new_view is not None and self._allow(to):
-            self._actions.append(Send(to, wire(self._new_view)))
+        if self.active and behind_view and self._vcs.new_view is not None and self._allow(to):
+            self._actions.append(Send(to, wire(self._vcs.new_view)))
         if not stalled or not self._allow(to, 0):
             return
         # Our own CHECKPOINTs above the peer's stable one: if every replica lost some,
@@ -757,89 +752,54 @@ class Replica:
             return
         self.view = new_view
         self.active = False
-        self._new_view = None
         self._pool.stop_primary()
         self._batch_due = False
         self._cancel_timer(TimerId.BATCH)
         self._cancel_timer(TimerId.REQUEST)
         self._cancel_timer(TimerId.VIEW_CHANGE)
-        prepared = tuple(self._slots[s].prepared_cert for s in sorted(self._slots)
-                         if self._slots[s].prepared_cert is not None and s > self.stable_checkpoint)
-        vc = make_view_change(new_view, self.stable_checkpoint, self._stable_digest,
-                              self._stable_proof, prepared, self.node_id,  # type: ignore[arg-type]
-                              self._sign)
-        self._own_view_change = vc
+        vc = build_view_change(new_view, self._slots, self.stable_checkpoint, self._stable_digest,
+                               self._stable_proof, self.node_id, self._sign)
         self._writes.append((keys.KEY_VIEW, keys.view_value(new_view, False)))
         self._writes.append((keys.KEY_VIEW_CHANGE, pack([vc.body, vc.signature])))
         self._writes.append((keys.KEY_NEW_VIEW, None))
         self._broadcast(vc)
-        self._view_changes[self.node_id] = vc
-        self._verified_vcs.add(sha256(vc.body))
+        self._vcs.started(vc)
         self.stats["view_change_started"] += 1
         self._check_view_change_quorum()
 
-    def _vc_ok(self, vc: ViewChange) -> bool:
-        key = sha256(vc.body)
-        if key in self._verified_vcs:
-            return True
-        if view_change_ok(vc, self.config, self._sig_ok):
-            if len(self._verified_vcs) > 4 * self.config.n:
-                self._verified_vcs.clear()
-            self._verified_vcs.add(key)
-            return True
-        return False
-
     def _on_view_change(self, msg: ViewChange) -> None:
-        if msg.view < self.view or (msg.view == self.view and self.active):
-            self.stats["old_view_change"] += 1
+        why = self._vcs.screen(msg, self.view, self.active)
+        if why is not None:
+            self.stats[why] += 1
             return
-        old = self._view_changes.get(msg.replica)
-        if old is not None and old.view >= msg.view:
-            self.stats["duplicate"] += 1
-            return
-        if not self._vc_ok(msg):
-            self.stats["bad_view_change"] += 1
-            return
-        self._view_changes[msg.replica] = msg
-        # Join once f+1 others ask for a higher view (§4.5.2 liveness), choosing the
-        # highest view that f+1 of them have reached.
-        above = sorted((vc.view for r, vc in self._view_changes.items()
-                        if r != self.node_id and vc.view > self.view), reverse=True)
-        if len(above) >= self.config.weak_quorum:
-            self._start_view_change(above[self.config.weak_quorum - 1])
+        self._vcs.by_replica[msg.replica] = msg
+        target = self._vcs.join_target(self.view, self.node_id)
+        if target is not None:
+            self._start_view_change(target)
         self._check_view_change_quorum()
 
     def _check_view_change_quorum(self) -> None:
         if self.active:
             return
-        # §4.5.2: only once a quorum wants this view (or a later one: a replica that already
-        # gave up on it counts too) does its timer run, so a replica that is alone cannot
-        # race through views; the timeout doubles per failed attempt.
-        wanting = sum(1 for vc in self._view_changes.values() if vc.view >= self.view)
-        if wanting >= self.config.quorum and TimerId.VIEW_CHANGE not in self._timers:
-            exp = min(self._vc_failures, MAX_BACKOFF_EXP)
-            self._set_timer(TimerId.VIEW_CHANGE, self.config.view_change_timeout_ms << exp)
-        same = [vc for vc in self._view_changes.values() if vc.view == self.view]
-        if (len(same) >= self.config.quorum and self.primary == self.node_id
-                and self._own_view_change is not None):
-            self._send_new_view(same)
-
-    def _send_new_view(self, same: list[ViewChange]) -> None:
-        own = self._own_view_change
-        assert own is not None
-        others = sorted((vc for vc in same if vc.replica != self.node_id), key=lambda v: v.replica)
-        chosen = [own] + others[: self.config.quorum - 1]
-        base, reissue = compute_reissue(chosen)
-        pps = tuple(make_pre_prepare(self.view, n, d, self.node_id, self._sign) for n, d in reissue)
-        nv = make_new_view(self.view, tuple(chosen), pps, self.node_id, self._sign)
-        self._broadcast(nv)
-        self._enter_new_view(nv, base, reissue)
+        # §4.5.2: only once a quorum wants this view (or a later one) does its timer run,
+        # so a replica that is alone cannot race through views; the timeout doubles per
+        # failed attempt.
+        if (self._vcs.wanting(self.view) >= self.config.quorum
+                and TimerId.VIEW_CHANGE not in self._timers):
+            self._set_timer(TimerId.VIEW_CHANGE, self._vcs.timeout_ms())
+        same = self._vcs.for_view(self.view)
+        own = self._vcs.own
+        if len(same) >= self.config.quorum and self.primary == self.node_id and own is not None:
+            nv, base, reissue = build_new_view(self.view, own, same, self.config.quorum,
+                                               self.node_id, self._sign)
+            self._broadcast(nv)
+            self._enter_new_view(nv, base, reissue)
 
     def _on_new_view(self, msg: NewView) -> None:
         if msg.view < self.view or (msg.view == self.view and self.active):
             self.stats["old_new_view"] += 1
             return
-        checked = new_view_ok(msg, self.config, self._sig_ok, self._vc_ok)
+        checked = new_view_ok(msg, self.config, self._sig_ok, self._vcs.verified)
         if checked is None:
             self.stats["bad_new_view"] += 1
             return
@@ -849,17 +809,13 @@ class Replica:
                         reissue: list[tuple[int, bytes]]) -> None:
         self.view = nv.view
         self.active = True
-        self._vc_failures = 0
-        self._own_view_change = None
-        self._new_view = nv
+        self._vcs.entered(nv)
         self._watch.view_started_ms = self._now
         self._pool.forwarded.clear()
         self._cancel_timer(TimerId.VIEW_CHANGE)
         self._writes.append((keys.KEY_VIEW, keys.view_value(nv.view, True)))
         self._writes.append((keys.KEY_VIEW_CHANGE, None))
         self._writes.append((keys.KEY_NEW_VIEW, pack([nv.body, nv.signature])))
-        self._view_changes = {r: vc for r, vc in self._view_changes.items() if vc.view > nv.view}
-        self._verified_vcs.clear()
         self.stats["new_view"] += 1
         if base.stable_seq > self.stable_checkpoint:
             self._make_stable(base.stable_seq, base.stable_digest, base.checkpoint_proof)
@@ -879,16 +835,9 @@ class Replica:
             self._check_prepared(self._slots[seq])
         if self.primary == self.node_id:
             self._next_seq = max(max_s, self.stable_checkpoint) + 1
-            # Only batches re-issued in this view are in flight; stale ones from older
-            # views (never prepared) must not hide their requests from the new queue.
-            in_flight = [slot.batches[slot.pre_prepare.digest][0].requests
-                         for s, slot in self._slots.items()
-                         if s > self.last_delivered_seq and slot.pre_prepare is not None
-                         and slot.pre_prepare.view == self.view
-                         and slot.pre_prepare.digest in slot.batches]
-            self._pool.become_primary(in_flight)
-            self._last_ts = max([self._last_ts] + [e[0].timestamp_ms for slot in self._slots.values()
-                                                   for e in slot.batches.values()])
+            self._pool.become_primary(
+                in_flight_requests(self._slots, self.last_delivered_seq, self.view))
+            self._last_ts = newest_timestamp(self._slots, self._last_ts)
             self._maybe_cut()
         if self._pool.pending:
             self._set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
@@ -903,10 +852,10 @@ class Replica:
         self.stable_checkpoint = st.stable_seq
         self._stable_digest = st.stable_digest
         self._stable_proof = st.stable_proof
-        self._new_view = st.new_view if st.active else None
+        self._vcs.new_view = st.new_view if st.active else None
         if not st.active and st.view_change is not None and st.view_change.view == st.view:
-            self._own_view_change = st.view_change
-            self._view_changes[self.node_id] = st.view_change
+            self._vcs.own = st.view_change
+            self._vcs.by_replica[self.node_id] = st.view_change
         elif not st.active:
             # Crashed between persisting the view and the view change: send it afresh.
             self.view -= 1

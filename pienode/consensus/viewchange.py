@@ -1,9 +1,11 @@
-"""View change validation and the new primary's choice of pre-prepares (§4.4, §4.5).
+"""View change messages built and checked, and the new primary's choice of pre-prepares
+(§4.4, §4.5).
 
 Owns: pure checks of checkpoint proofs, prepared certificates, VIEW-CHANGE and NEW-VIEW
-messages, and ``compute_reissue``, the deterministic function from a set of view changes
-to the pre-prepares a NEW-VIEW must carry. The new primary and every backup run the same
-function, so a backup accepts a NEW-VIEW only if it recomputes the same list.
+messages; ``compute_reissue``, the deterministic function from a set of view changes to
+the pre-prepares a NEW-VIEW must carry (the new primary and every backup run it, so a
+backup accepts a NEW-VIEW only if it recomputes the same list); building our VIEW-CHANGE
+and, as the new primary, the NEW-VIEW; what a new primary takes over from the log.
 
 Never: mutates replica state, sends anything, or raises on a peer's bad input (every
 check returns a bool or None).
@@ -11,11 +13,13 @@ check returns a bool or None).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from pienode.consensus.config import ReplicaConfig
+from pienode.consensus.log import Slot
 from pienode.consensus.messages import (
-    GENESIS_DIGEST, NULL_DIGEST, Checkpoint, NewView, PreparedCert, ViewChange,
+    GENESIS_DIGEST, NULL_DIGEST, Checkpoint, NewView, PreparedCert, Signer, ViewChange,
+    make_new_view, make_pre_prepare, make_view_change,
 )
 
 SigCheck = Callable[[str, bytes, bytes], bool]
@@ -121,3 +125,43 @@ def new_view_ok(nv: NewView, config: ReplicaConfig, sig_ok: SigCheck,
         if pp.view != nv.view or pp.replica != primary or not sig_ok(pp.replica, pp.body, pp.signature):
             return None
     return base, reissue
+
+
+def build_view_change(view: int, slots: Mapping[int, Slot], stable_seq: int, stable_digest: bytes,
+                      stable_proof: tuple[Checkpoint, ...], replica: str,
+                      signer: Signer) -> ViewChange:
+    """Our VIEW-CHANGE for ``view``: the stable checkpoint with its proof, and our prepared
+    certificate for each sequence number above it that we prepared (§4.4)."""
+    prepared = tuple(cert for s in sorted(slots)
+                     if (cert := slots[s].prepared_cert) is not None and s > stable_seq)
+    return make_view_change(view, stable_seq, stable_digest, stable_proof, prepared, replica, signer)
+
+
+def build_new_view(view: int, own: ViewChange, same: Sequence[ViewChange], quorum: int,
+                   replica: str, signer: Signer) -> tuple[NewView, ViewChange, list[tuple[int, bytes]]]:
+    """The new primary's NEW-VIEW from ``same`` (a quorum of VIEW-CHANGEs for ``view``):
+    ours and the lowest other ids, with the pre-prepares ``compute_reissue`` asks for.
+    Returns it with the base view change and the re-issued (seq, digest) pairs."""
+    others = sorted((vc for vc in same if vc.replica != replica), key=lambda v: v.replica)
+    chosen = [own] + others[: quorum - 1]
+    base, reissue = compute_reissue(chosen)
+    pps = tuple(make_pre_prepare(view, n, d, replica, signer) for n, d in reissue)
+    return make_new_view(view, tuple(chosen), pps, replica, signer), base, reissue
+
+
+def in_flight_requests(slots: Mapping[int, Slot], last_delivered: int,
+                       view: int) -> list[tuple[bytes, ...]]:
+    """The requests of batches pre-prepared in ``view`` (re-issued by its NEW-VIEW) and not
+    delivered yet. Only these are in flight for a new primary: stale batches of older views
+    (never prepared) must not hide their requests from its queue."""
+    return [slot.batches[slot.pre_prepare.digest][0].requests
+            for s, slot in slots.items()
+            if s > last_delivered and slot.pre_prepare is not None
+            and slot.pre_prepare.view == view and slot.pre_prepare.digest in slot.batches]
+
+
+def newest_timestamp(slots: Mapping[int, Slot], floor: int) -> int:
+    """The highest batch timestamp in the log (at least ``floor``): a new primary's next
+    batch must be later than any it may re-issue."""
+    return max([floor] + [batch.timestamp_ms for slot in slots.values()
+                          for batch, _ in slot.batches.values()])
