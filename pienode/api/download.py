@@ -81,12 +81,13 @@ async def get_record_content(request: web.Request) -> web.StreamResponse:
         size = None
     if size is None:
         size, pieces = await read_all(store, cid, source=node.files.exchange, verify=verify)
-    resp = _Answer(headers={"Content-Type": CONTENT_TYPE, "ETag": f'"{cid}"'})
+    # The record's own string: ``CID.parse`` accepts only the canonical spelling of ``cid``.
+    resp = _Answer(headers={"Content-Type": CONTENT_TYPE, "ETag": f'"{rec["cid"]}"'})
     resp.content_length = LENGTH.size + len(head) + size
     request[RESPONSE_STARTED] = True  # an error past here must cut the connection
     await resp.prepare(request)
     await resp.write(LENGTH.pack(len(head)) + head)
-    unread = open_spans(store, cid) if pieces is None else None
+    unread = open_spans(store, cid, size) if pieces is None else None  # the root once
     if unread is None:
         if pieces is None:
             pieces = read(store, cid, 0, size, source=node.files.exchange, verify=verify)

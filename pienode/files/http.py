@@ -164,10 +164,11 @@ class OpenSpans:
             f.close()
 
 
-def open_spans(store: PackStore, cid: CID) -> tuple[int, OpenSpans] | None:
+def open_spans(store: PackStore, cid: CID, size: int | None = None) -> tuple[int, OpenSpans] | None:
     """A small file stored whole here, ready to send unchecked (``stream.file_spans``);
-    None when it must be read (larger, partly elsewhere, or its pack just went away)."""
-    found = file_spans(store, cid)
+    None when it must be read (larger, partly elsewhere, or its pack just went away).
+    ``size``: the file's size if the caller just looked its root up."""
+    found = file_spans(store, cid, size=size)
     if found is None:
         return None
     size, spans = found

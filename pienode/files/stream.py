@@ -342,13 +342,16 @@ async def read(
         await leaves.aclose()
 
 
-def _small_leaves(store: PackStore, root: CID, limit: int) -> tuple[int, list[CID], list[int]] | None:
+def _small_leaves(store: PackStore, root: CID, limit: int,
+                  size: int | None = None) -> tuple[int, list[CID], list[int]] | None:
     """(size, leaf CIDs, their lengths) of a file of at most ``limit`` bytes whose root is
-    here and links straight to raw leaves; None when it is not such a file."""
-    try:
-        size = store.file_size(root)
-    except (BlockMissing, BlockDamaged):
-        return None
+    here and links straight to raw leaves; None when it is not such a file. ``size``: the
+    file's size when the caller just looked its root up (``store.file_size``)."""
+    if size is None:
+        try:
+            size = store.file_size(root)
+        except (BlockMissing, BlockDamaged):
+            return None
     if size > limit:
         return None
     if root.codec == RAW:
@@ -378,12 +381,13 @@ def _small_file(
     return size, cids, lengths, blocks, len(damaged)
 
 
-def file_spans(store: PackStore, cid: CID, limit: int | None = None) -> tuple[int, list[Span]] | None:
+def file_spans(store: PackStore, cid: CID, limit: int | None = None,
+               size: int | None = None) -> tuple[int, list[Span]] | None:
     """Where the bytes of a small file stored whole here lie, unread and unchecked, for a
     client that checks every byte itself: (size, runs of (pack file, offset, length)) to
     send straight from the page cache; None when ``read_all`` must serve it. Index lookups
-    only: cheap enough for the event loop."""
-    small = _small_leaves(store, cid, SPANS_MAX if limit is None else limit)
+    only: cheap enough for the event loop. ``size`` as in ``_small_leaves``."""
+    small = _small_leaves(store, cid, SPANS_MAX if limit is None else limit, size)
     if small is None:
         return None
     size, cids, _ = small

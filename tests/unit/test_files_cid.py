@@ -59,6 +59,19 @@ def test_malformed_cid_strings_are_refused(text: str) -> None:
         CID.parse(text)
 
 
+def test_parsing_is_cached_per_exact_string_and_never_mixes_cids() -> None:
+    a, b = cid_of_bytes(b"record a"), cid_of_bytes(b"record b")
+    for _ in range(2):  # the second round is served from the cache
+        assert CID.parse(str(a)) == a and CID.parse(str(b)) == b
+    assert CID.parse(str(a)) is CID.parse(str(a))
+    # A non-canonical spelling of a cached CID (non-zero trailing bits) is still refused.
+    text = str(a)
+    last = "abcdefghijklmnopqrstuvwxyz234567".index(text[-1])
+    other = text[:-1] + "abcdefghijklmnopqrstuvwxyz234567"[last ^ 1]
+    with pytest.raises(CidError):
+        CID.parse(other)
+
+
 def test_other_codec_or_hash_refused() -> None:
     digest = hashlib.sha256(b"").digest()
     with pytest.raises(CidError):
