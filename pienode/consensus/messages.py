@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from pienode.encoding import sha256
+from pienode.encoding import packb, sha256
 from pienode.errors import EncodingError
 
 PRE_PREPARE = 1
@@ -59,8 +59,7 @@ def pack(obj: Any) -> bytes:
     Messages hold only lists, ints, bools, str and bytes, so the generic canonicaliser's
     walk (sorting maps, refusing floats) can be skipped on this hot path.
     """
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return data
+    return packb(obj)
 
 
 def unpack(data: bytes, max_bytes: int = MAX_FRAME) -> Any:
@@ -73,7 +72,7 @@ def unpack(data: bytes, max_bytes: int = MAX_FRAME) -> Any:
         raise MessageError("expected bytes within the size limit")
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-        canonical = msgpack.packb(obj, use_bin_type=True) == data
+        canonical = packb(obj) == data
     except Exception:  # msgpack raises several unrelated types
         raise MessageError("malformed msgpack") from None
     if not canonical or isinstance(obj, dict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pienode.encoding import join_array, join_map, pack, pack_ordered, sha256, unpack
+from pienode.encoding import canonical, join_array, join_map, pack, pack_ordered, sha256, unpack
 from pienode.errors import EncodingError
 
 ZERO_HASH = bytes(32)
@@ -46,8 +46,17 @@ class Receipt:
     _encoded: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def encode(self) -> bytes:
+        """``pack(self.to_dict())``, made once. The map is built with its keys already in
+        order, so only the contract-made parts (result, events) need the canonical walk."""
         if not self._encoded:
-            object.__setattr__(self, "_encoded", pack(self.to_dict()))
+            object.__setattr__(self, "_encoded", pack_ordered({
+                "code": self.code,
+                "error": self.error,
+                "events": [[n, canonical(d)] for n, d in self.events],
+                "ok": self.ok,
+                "result": canonical(self.result),
+                "tx_id": self.tx_id,
+            }))
         return self._encoded
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +148,8 @@ def tx_root(txs: tuple[bytes, ...] | list[bytes]) -> bytes:
 
 def next_state_root(prev_root: bytes, writes: dict[bytes, bytes | None]) -> bytes:
     """Chain the block's write set (sorted by key, deletes as nil) onto the previous root."""
-    # Keys are bytes and values bytes or nil: no maps, so already canonical.
-    ws = pack_ordered([[k, writes[k]] for k in sorted(writes)])
+    # Keys are bytes and values bytes or nil: no maps, so already canonical. Pairs are packed
+    # as tuples (msgpack arrays, the same bytes as lists); keys are distinct, so the sort
+    # never compares two values.
+    ws = pack_ordered(sorted(writes.items()))
     return sha256(prev_root + sha256(ws))

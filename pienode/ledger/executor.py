@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pienode.encoding import pack
 from pienode.errors import PieError
 from pienode.identity.genesis import Genesis
 from pienode.ledger import keys
@@ -105,7 +106,9 @@ class Executor:
     ) -> tuple[Block, dict[bytes, bytes | None]]:
         height = prev.height + 1
         state = StateOverlay(self.kv)
-        receipts = [self._execute_tx(state, data, height, timestamp_ms) for data in txs]
+        # Every transaction of the block gets the same replay marker: encode it once.
+        marker = pack([height])
+        receipts = [self._execute_tx(state, data, height, timestamp_ms, marker) for data in txs]
         header = BlockHeader(
             chain_id=self.genesis.chain_id,
             height=height,
@@ -121,7 +124,7 @@ class Executor:
         )
         return Block(header, tuple(txs), tuple(receipts)), state.writes
 
-    def _execute_tx(self, state: StateOverlay, data: bytes, height: int, ts: int) -> Receipt:
+    def _execute_tx(self, state: StateOverlay, data: bytes, height: int, ts: int, marker: bytes) -> Receipt:
         from pienode.encoding import sha256
 
         try:
@@ -146,7 +149,7 @@ class Executor:
         else:
             state.release()
             receipt = Receipt(checked.tx_id, True, "ok", "", result, tuple(ctx.events))
-        state.put(keys.tx_key(checked.tx_id), [height])
+        state.put_raw(keys.tx_key(checked.tx_id), marker)
         return receipt
 
 

@@ -67,4 +67,6 @@ def index_prefix(index: str, value: str) -> bytes:
 
 
 def index_key(index: str, value: str, record_id: str) -> bytes:
-    return index_prefix(index, value) + record_id.encode()
+    # One encode of the joined text: UTF-8 of a concatenation is the concatenation of the
+    # parts' UTF-8 (several index keys per record on the commit path).
+    return b"i/" + f"{index}\x00{value}\x00{record_id}".encode()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from pienode.encoding import pack_ordered
 from pienode.errors import PieError, ValidationError
 from pienode.identity.certs import UserCert
 from pienode.identity.levels import LEVELS, ROLES, satisfies
@@ -220,27 +221,30 @@ def _apply_upload(ctx: "ExecContext", tx: Transaction) -> Any:
     record_id = b["record_id"]
     if ctx.state.exists(keys.record_key(record_id)):
         raise TxRejected("duplicate_record", f"record {record_id} already exists")
+    # Keys in canonical (sorted) order and every value either a scalar or a part of the
+    # strictly decoded body (whose maps are in order already), so the record encodes without
+    # ``pack``'s walk; a test checks the bytes equal ``pack(record)``.
     record = {
-        "record_id": record_id,
-        "version": 1,
+        "capsule": b["capsule"],
+        "cid": b["cid"],
+        "created_at_ms": ctx.block_timestamp_ms,
+        "data_type": b["data_type"],
+        "delegating_key": b["delegating_key"],
+        "hospital_id": physician["hospital_id"] if physician else tx.sender,
         "patient_id": b["patient_id"],
         "physician_id": tx.sender,
-        "hospital_id": physician["hospital_id"] if physician else tx.sender,
-        "data_type": b["data_type"],
-        "security_level": b["policy"]["level"],
-        "summary": b["summary"],
-        "cid": b["cid"],
-        "size": b["size"],
-        "capsule": b["capsule"],
-        "delegating_key": b["delegating_key"],
-        "verifying_key": b["verifying_key"],
-        "sealed_keys": b["sealed_keys"],
         "policy": b["policy"],
-        "created_at_ms": ctx.block_timestamp_ms,
-        "updated_at_ms": ctx.block_timestamp_ms,
+        "record_id": record_id,
+        "sealed_keys": b["sealed_keys"],
+        "security_level": b["policy"]["level"],
+        "size": b["size"],
+        "summary": b["summary"],
         "tx_id": tx.tx_id.hex(),
+        "updated_at_ms": ctx.block_timestamp_ms,
+        "verifying_key": b["verifying_key"],
+        "version": 1,
     }
-    ctx.state.put(keys.record_key(record_id), record)
+    ctx.state.put_raw(keys.record_key(record_id), pack_ordered(record))
     index_record(ctx, record)
     ctx.emit("record_uploaded", {"record_id": record_id, "patient_id": b["patient_id"], "cid": b["cid"]})
     return {"record_id": record_id}

@@ -25,6 +25,7 @@ from pienode.identity.consortium import engine_fingerprint
 from pienode.identity.genesis import Genesis
 from pienode.identity.registry import put_identity
 from pienode.identity.reqsig import RequestVerifier
+from pienode.ledger import keys as ledger_keys
 from pienode.ledger.block import Receipt
 from pienode.ledger.contracts import ContractHost
 from pienode.ledger.executor import Executor
@@ -38,6 +39,7 @@ from pienode.runtime.files import FileService
 from pienode.runtime.mempool import Mempool
 from pienode.runtime.metrics import NodeMetrics
 from pienode.runtime.peers import start_network
+from pienode.storage.cache import CachedKV
 from pienode.storage.kv import open_kv
 
 log = logging.getLogger("pienode.node")
@@ -82,7 +84,9 @@ class Node:
         if self.enc_key.public_key.to_bytes() != self.genesis.node(cfg.node_id).enc_key:
             raise PieError("keys/enc.key does not match this node's certificate in genesis")
         self.metrics = NodeMetrics()
-        self.kv = open_kv(cfg.data_dir / "ledger")
+        # World state reads (certificates, "already committed?") are served from a cache
+        # that every ledger write keeps current (storage/cache.py).
+        self.kv = CachedKV(open_kv(cfg.data_dir / "ledger"), ledger_keys.STATE)
         self.tx_caches = TxCaches()
         self.contracts = ContractHost(workers=2)
         self.executor = Executor(self.genesis, self.kv, contracts=self.contracts, caches=self.tx_caches)

@@ -168,3 +168,31 @@ def test_bytes_map_keys_are_refused_however_mixed(data):
     assert _reference_verdict(data) == ("refused", None)
     with pytest.raises(EncodingError, match="keys must be str"):
         unpack(data)
+
+
+def test_the_reused_packer_gives_fresh_bytes_after_an_error_and_in_every_thread():
+    import threading
+
+    import msgpack
+
+    from pienode.encoding import packb
+
+    with pytest.raises(EncodingError):
+        pack({"a": [b"x" * 10, 2**80]})  # fails halfway through the packer's buffer
+    assert pack({"b": 1, "a": [1]}) == msgpack.packb({"a": [1], "b": 1})
+    assert packb(b"y" * (2 << 20)) == msgpack.packb(b"y" * (2 << 20), use_bin_type=True)  # packer dropped after
+    assert packb([1, "z"]) == msgpack.packb([1, "z"], use_bin_type=True)
+    bad: list[object] = []
+
+    def work(i: int) -> None:
+        for j in range(2000):
+            value = {"i": i, "j": j, "blob": bytes([i]) * (j % 300)}
+            if packb(value) != msgpack.packb(value, use_bin_type=True):
+                bad.append((i, j))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []

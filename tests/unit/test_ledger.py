@@ -184,3 +184,23 @@ def test_require_fields_refuses_unknown_missing_and_mistyped_fields():
     ]:
         with pytest.raises(ValidationError, match=what):
             require_fields(body, spec)
+
+
+def test_receipt_and_record_encodings_are_the_canonical_ones(world):
+    """Receipts and upload records are encoded from parts without ``pack``'s walk: the bytes
+    must still be exactly ``pack`` of the value (what every other node and verify compute)."""
+    from pienode.encoding import pack, unpack
+    from pienode.ledger.block import Receipt
+
+    c, ledger = world
+    body = upload_body("pat-00000000000000a1", summary={"zeta": "z", "alpha": 1, "mid": "m"})
+    b = commit(ledger, [c.user_tx("phy-00000000000000b2", "upload_record", body).encode()])
+    r = b.receipts[0]
+    assert r.ok and r.encode() == pack(r.to_dict())
+    raw = ledger.kv.get(keys.STATE + keys.record_key(r.result["record_id"]))
+    record = unpack(raw)  # strict: refuses bytes that are not canonical
+    assert pack(record) == raw and record["summary"] == {"alpha": 1, "mid": "m", "zeta": "z"}
+    odd = Receipt(b"\x01" * 32, False, "rejected", "no", {"z": [1, {"b": 2, "a": b"x"}], "a": None},
+                  (("ev", {"y": 1, "x": [True]}), ("ev2", None)))
+    assert odd.encode() == pack(odd.to_dict())
+    assert ledger.tx_height(b.receipts[0].tx_id) == ledger.height
