@@ -21,7 +21,7 @@ from pienode.consensus import retransmit, votes
 from pienode.consensus.actions import (
     Action, Broadcast, CancelTimer, Deliver, FetchState, Persist, Send, SetTimer, TimerId,
 )
-from pienode.consensus.certificate import certificate_fields, verify_certificate
+from pienode.consensus.certificate import verify_certificate
 from pienode.consensus.checkpoints import CheckpointLog
 from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.log import Slot
@@ -29,8 +29,7 @@ from pienode.consensus.messages import (
     GENESIS_DIGEST, NULL_BATCH, NULL_BATCH_BYTES, NULL_DIGEST, Batch, BatchFetch, BatchReply,
     Checkpoint, CheckpointProof, Commit, Committed, Forward, MessageError, NewView, PrePrepare,
     Prepare, Status, ViewChange, decode_message, make_batch_fetch,
-    make_batch_reply, make_checkpoint, make_checkpoint_proof, make_commit, make_committed,
-    make_forward, make_pre_prepare, make_prepare, make_status, pack,
+    make_batch_reply, make_checkpoint, make_commit, make_forward, make_pre_prepare, make_prepare, make_status, pack,
     wire,
 )
 from pienode.consensus.recovery import RecoveredState, rebuild_slots
@@ -47,8 +46,6 @@ from pienode.errors import ConsensusError
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[str, bytes, bytes], bool]
 
-#: Sequence numbers retransmitted to one stalled peer per STATUS it sends.
-RETRANSMIT_CAP = 16
 
 
 class Replica:
@@ -90,8 +87,7 @@ class Replica:
         self._timers: dict[TimerId, int] = {}
         self._fetching: tuple[int, int] | None = None
         self._peer_delivered: dict[str, int] = {}
-        #: peer -> (window start ms, messages served): caps what one peer can make us resend.
-        self._served: dict[str, tuple[int, int]] = {}
+        self._budget = retransmit.Budget(retransmit.RETRANSMIT_CAP, config.status_interval_ms)
         #: Votes are cast only in views above this; None = not known yet (amnesic start).
         self._vote_floor: int | None = None if amnesic else -1
         self._peer_views: dict[str, int] = {}
@@ -535,16 +531,10 @@ class Replica:
         self._broadcast(make_batch_fetch(slot.seq, digest, self.node_id, self._sign))
 
     def _allow(self, peer: str, count: int = 1) -> bool:
-        """Retransmission budget: RETRANSMIT_CAP messages per peer per status interval, so a
-        faulty peer cannot turn small requests into a flood of batches."""
-        start, used = self._served.get(peer, (self._now, 0))
-        if self._now - start >= self.config.status_interval_ms:
-            start, used = self._now, 0
-        if used + count > 2 * RETRANSMIT_CAP:
-            self.stats["retransmit_budget"] += 1
-            return False
-        self._served[peer] = (start, used + count)
-        return True
+        if self._budget.allow(peer, self._now, count):
+            return True
+        self.stats["retransmit_budget"] += 1
+        return False
 
     def _on_batch_fetch(self, msg: BatchFetch) -> None:
         slot = self._slots.get(msg.seq)
@@ -717,30 +707,11 @@ class Replica:
             self._actions.append(Send(to, wire(self._vcs.new_view)))
         if not stalled or not self._allow(to, 0):
             return
-        # Our own CHECKPOINTs above the peer's stable one: if every replica lost some,
-        # nobody has a proof to send, and only these let a checkpoint become stable.
-        for seq in sorted(self._cps.own):
-            if seq > msg.stable_seq and self._allow(to):
-                self._actions.append(Send(to, wire(self._cps.own[seq])))
-        if msg.stable_seq < self.stable_checkpoint and self._stable_proof:
-            proof = make_checkpoint_proof(self.stable_checkpoint, self._stable_digest,
-                                          self._stable_proof, self.node_id, self._sign)
-            self._actions.append(Send(to, wire(proof)))
-        lo = max(msg.last_delivered, self.stable_checkpoint) + 1
-        if msg.last_delivered < self.last_delivered_seq:
-            hi = min(self.last_delivered_seq, lo + RETRANSMIT_CAP - 1)
-            for seq, batch_bytes, cert in retransmit.committed_batches(self._slots, lo, hi):
-                if not self._allow(to):
-                    return
-                out = make_committed(seq, batch_bytes, certificate_fields(cert), cert, self.node_id,
-                                     self._sign)
-                self._actions.append(Send(to, wire(out)))
-        if self.active and msg.active and msg.view == self.view:
-            # Our own votes for sequence numbers the stalled peer has not delivered.
-            for votes in retransmit.own_votes(self._slots, self.node_id, self.view, lo, RETRANSMIT_CAP):
-                if not self._allow(to):
-                    return
-                self._actions.extend(Send(to, v) for v in votes)
+        self._actions.extend(retransmit.catch_up(
+            msg, slots=self._slots, own_checkpoints=self._cps.own, stable_seq=self.stable_checkpoint,
+            stable_digest=self._stable_digest, stable_proof=self._stable_proof,
+            last_delivered=self.last_delivered_seq, view=self.view, active=self.active,
+            node_id=self.node_id, signer=self._sign, allow=lambda: self._allow(to)))
 
     # ---- view change (§4.4) --------------------------------------------------------------
 

@@ -1,19 +1,84 @@
 """What a replica sends again to a peer that reports itself stalled (STATUS).
 
-Owns: pure choices over the replica's log: which of our own votes, and which committed
-batches with their certificates, a stalled peer should get, a slot at a time and at most
-``cap`` slots per STATUS. The replica rate-limits and sends; this module only reads.
+Owns: pure choices over the replica's log: which of our own checkpoints and votes, and
+which committed batches with their certificates, a stalled peer should get, a slot at a
+time and at most ``RETRANSMIT_CAP`` slots per STATUS (``catch_up``); and ``Budget``, the
+per-peer limit on what a peer can make us send again.
 
-Never: mutates a slot, signs, sends, or reads a clock.
+Never: mutates a slot, sends, or reads a clock (``now_ms`` comes in).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
-from pienode.consensus.certificate import CommitCertificate
+from pienode.consensus.actions import Send
+from pienode.consensus.certificate import CommitCertificate, certificate_fields
 from pienode.consensus.log import Slot
-from pienode.consensus.messages import wire
+from pienode.consensus.messages import (
+    Checkpoint, Signer, Status, make_checkpoint_proof, make_committed, wire,
+)
+
+#: Sequence numbers retransmitted to one stalled peer per STATUS it sends.
+RETRANSMIT_CAP = 16
+
+
+class Budget:
+    """Retransmission budget: ``2 * cap`` messages per peer per ``interval_ms``, so a
+    faulty peer cannot turn small requests into a flood of batches."""
+
+    def __init__(self, cap: int, interval_ms: int) -> None:
+        self._limit = 2 * cap
+        self._interval_ms = interval_ms
+        #: peer -> (window start ms, messages served in that window)
+        self._served: dict[str, tuple[int, int]] = {}
+
+    def allow(self, peer: str, now_ms: int, count: int = 1) -> bool:
+        """May ``count`` more messages go to ``peer`` now? (Counts them if so.)"""
+        start, used = self._served.get(peer, (now_ms, 0))
+        if now_ms - start >= self._interval_ms:
+            start, used = now_ms, 0
+        if used + count > self._limit:
+            return False
+        self._served[peer] = (start, used + count)
+        return True
+
+
+def catch_up(peer: Status, *, slots: Mapping[int, Slot], own_checkpoints: Mapping[int, Checkpoint],
+             stable_seq: int, stable_digest: bytes, stable_proof: tuple[Checkpoint, ...],
+             last_delivered: int, view: int, active: bool, node_id: str, signer: Signer,
+             allow: Callable[[], bool]) -> list[Send]:
+    """What the stalled ``peer`` (its STATUS) gets again, in this order:
+
+    our own CHECKPOINTs above its stable one (if every replica lost some, nobody has a proof
+    to send, and only these let a checkpoint become stable); the proof of our stable
+    checkpoint if it is behind it; committed batches with their certificates up to
+    ``RETRANSMIT_CAP`` beyond what it delivered; and, if we are both active in ``view``, our
+    own votes for the sequence numbers it has not delivered. ``allow()`` is asked before each
+    message but the proof, and once it refuses a batch or a vote, nothing further goes.
+    """
+    to = peer.replica
+    out: list[Send] = []
+    for seq in sorted(own_checkpoints):
+        if seq > peer.stable_seq and allow():
+            out.append(Send(to, wire(own_checkpoints[seq])))
+    if peer.stable_seq < stable_seq and stable_proof:
+        proof = make_checkpoint_proof(stable_seq, stable_digest, stable_proof, node_id, signer)
+        out.append(Send(to, wire(proof)))
+    lo = max(peer.last_delivered, stable_seq) + 1
+    if peer.last_delivered < last_delivered:
+        hi = min(last_delivered, lo + RETRANSMIT_CAP - 1)
+        for seq, batch_bytes, cert in committed_batches(slots, lo, hi):
+            if not allow():
+                return out
+            msg = make_committed(seq, batch_bytes, certificate_fields(cert), cert, node_id, signer)
+            out.append(Send(to, wire(msg)))
+    if active and peer.active and peer.view == view:
+        for votes in own_votes(slots, node_id, view, lo, RETRANSMIT_CAP):
+            if not allow():
+                return out
+            out.extend(Send(to, v) for v in votes)
+    return out
 
 
 def own_votes(slots: Mapping[int, Slot], node_id: str, view: int, lo: int,
