@@ -26,12 +26,13 @@ from pienode.consensus.checkpoints import CheckpointLog
 from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.log import Slot
 from pienode.consensus.messages import (
-    GENESIS_DIGEST, NULL_BATCH, NULL_BATCH_BYTES, NULL_DIGEST, Batch, BatchFetch, BatchReply,
+    GENESIS_DIGEST, NULL_BATCH, NULL_BATCH_BYTES, NULL_DIGEST, BatchFetch, BatchReply,
     Checkpoint, CheckpointProof, Commit, Committed, Forward, MessageError, NewView, PrePrepare,
     Prepare, Status, ViewChange, decode_message, make_batch_fetch,
     make_batch_reply, make_checkpoint, make_commit, make_forward, make_pre_prepare, make_prepare, make_status, pack,
     wire,
 )
+from pienode.consensus.proposer import Proposer
 from pienode.consensus.recovery import RecoveredState, rebuild_slots
 from pienode.consensus.requests import RequestPool
 from pienode.consensus.viewchange import (
@@ -78,12 +79,8 @@ class Replica:
         self._cps = CheckpointLog()
         self._vcs = ViewChangeLog(config, verifier)
         self._pool = RequestPool(config.max_pending_requests, config.recent_request_ids)
-        self._next_seq = 1
-        self._last_ts = 0
-        self._batch_due = False
+        self._proposer = Proposer(config)
         self._watch = PrimaryWatch(config.request_timeout_ms)
-        self._queue_since_ms = 0
-        self._last_arrival_ms = 0
         self._timers: dict[TimerId, int] = {}
         self._fetching: tuple[int, int] | None = None
         self._peer_delivered: dict[str, int] = {}
@@ -316,54 +313,41 @@ class Replica:
         if self.active and TimerId.REQUEST not in self._timers:
             self._set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
         if self.is_primary:
-            self._last_arrival_ms = self._now
+            self._proposer.last_arrival_ms = self._now
             self._maybe_cut()
 
     def _batch_timer(self) -> None:
-        """Cut when the queue went idle or its oldest request waited the maximum."""
-        cfg = self.config
-        idle_at = self._last_arrival_ms + cfg.batch_timeout_ms
-        cap_at = self._queue_since_ms + cfg.batch_max_wait_ms
-        if self._now >= min(idle_at, cap_at) or not self.is_primary:
-            self._batch_due = True
+        wait = self._proposer.timer_wait(self._now)
+        if wait == 0 or not self.is_primary:
+            self._proposer.batch_due = True
             self._maybe_cut()
         else:
-            self._set_timer(TimerId.BATCH, min(idle_at, cap_at) - self._now)
+            self._set_timer(TimerId.BATCH, wait)
 
     def _maybe_cut(self) -> None:
         """Cut batches while the pipeline and watermarks allow (§4.2, §4.3)."""
         if not self.is_primary or not self._may_vote(self.view):
             return
-        cfg, pool = self.config, self._pool
+        cfg, pool, prop = self.config, self._pool, self._proposer
         # Never propose at or below what is already committed (we may have caught up by
         # state transfer past our own proposals).
-        self._next_seq = max(self._next_seq, self.last_delivered_seq + 1)
-        while pool.queue:
-            if self._next_seq - 1 - self.last_delivered_seq >= cfg.max_inflight_batches:
-                break
-            if self._next_seq > self.high_watermark:
-                break
-            full = pool.queue_bytes >= cfg.max_batch_bytes or len(pool.queue) >= cfg.max_batch_count
-            if not (full or self._batch_due):
-                break
+        prop.next_seq = max(prop.next_seq, self.last_delivered_seq + 1)
+        while pool.queue and prop.may_cut(len(pool.queue), pool.queue_bytes,
+                                          self.last_delivered_seq, self.high_watermark):
             payloads = pool.take_batch(cfg.max_batch_bytes, cfg.max_batch_count)
             if payloads:
                 self._propose(payloads)
         if not pool.queue:
-            self._batch_due = False
+            prop.batch_due = False
             self._cancel_timer(TimerId.BATCH)
-        elif not self._batch_due and TimerId.BATCH not in self._timers:
-            self._queue_since_ms = self._now
+        elif not prop.batch_due and TimerId.BATCH not in self._timers:
+            prop.queue_since_ms = self._now
             self._set_timer(TimerId.BATCH, cfg.batch_timeout_ms)
 
     def _propose(self, payloads: list[bytes]) -> None:
-        ts = max(self._now, self._last_ts + 1, self._last_delivered_ts + 1)
-        self._last_ts = ts
-        batch = Batch(ts, tuple(payloads))
+        seq, batch = self._proposer.batch(payloads, self._now, self._last_delivered_ts)
         batch_bytes = batch.encode()
         digest = sha256(batch_bytes)
-        seq = self._next_seq
-        self._next_seq += 1
         pp = make_pre_prepare(self.view, seq, digest, self.node_id, self._sign)
         slot = self._slot(seq)
         slot.pre_prepare = pp
@@ -634,8 +618,8 @@ class Replica:
             self._writes.append((keys.seq_key(keys.PREFIX_PREPARED, s), None))
         for s in self._cps.truncate(seq, self.high_watermark):
             self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, s), None))
-        if self._next_seq <= seq:
-            self._next_seq = seq + 1
+        if self._proposer.next_seq <= seq:
+            self._proposer.next_seq = seq + 1
         if self.last_delivered_seq < seq:
             self._request_fetch(seq, digest, tuple(c.replica for c in proof))
         self._maybe_cut()
@@ -724,7 +708,7 @@ class Replica:
         self.view = new_view
         self.active = False
         self._pool.stop_primary()
-        self._batch_due = False
+        self._proposer.batch_due = False
         self._cancel_timer(TimerId.BATCH)
         self._cancel_timer(TimerId.REQUEST)
         self._cancel_timer(TimerId.VIEW_CHANGE)
@@ -805,10 +789,10 @@ class Replica:
         for seq in sorted(self._slots):
             self._check_prepared(self._slots[seq])
         if self.primary == self.node_id:
-            self._next_seq = max(max_s, self.stable_checkpoint) + 1
+            self._proposer.next_seq = max(max_s, self.stable_checkpoint) + 1
             self._pool.become_primary(
                 in_flight_requests(self._slots, self.last_delivered_seq, self.view))
-            self._last_ts = newest_timestamp(self._slots, self._last_ts)
+            self._proposer.last_ts = newest_timestamp(self._slots, self._proposer.last_ts)
             self._maybe_cut()
         if self._pool.pending:
             self._set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
@@ -836,6 +820,7 @@ class Replica:
             if seq > self.stable_checkpoint:
                 self._cps.own[seq] = cp
                 self._cps.record(cp, self.high_watermark)
-        self._slots, self._next_seq = rebuild_slots(
+        self._slots, next_seq = rebuild_slots(
             st, self.stable_checkpoint, self.high_watermark, self.view, self.node_id, self._sign)
-        self._next_seq = max(self._next_seq, self.last_delivered_seq + 1, self.stable_checkpoint + 1)
+        self._proposer.next_seq = max(next_seq, self.last_delivered_seq + 1,
+                                      self.stable_checkpoint + 1)

@@ -169,7 +169,7 @@ def test_pipeline_stops_at_high_watermark_until_a_checkpoint_is_stable() -> None
     for k in range(8):
         p.submit(b"tx-%d" % k)
     p.advance(20)
-    assert p.replicas["r0"]._next_seq - 1 == 4  # h + L with h = 0
+    assert p.replicas["r0"]._proposer.next_seq - 1 == 4  # h + L with h = 0
     p.drop = lambda s, d, b: False
     p.advance(2000)  # retransmission after STATUS, then checkpoints move the window
     assert len(p.delivered["r3"]) == 8
@@ -246,9 +246,9 @@ def test_restarted_primary_continues_after_its_persisted_sequence_numbers() -> N
     p.down = {"r1", "r2"}  # no quorum: proposals stay in flight
     for k in range(3):
         p.submit(b"tx-%d" % k, to=("r0",))
-    assert p.replicas["r0"]._next_seq == 4
+    assert p.replicas["r0"]._proposer.next_seq == 4
     p.restart("r0")
-    assert p.replicas["r0"]._next_seq == 4
+    assert p.replicas["r0"]._proposer.next_seq == 4
 
 
 def test_crash_restart_of_everyone_resumes_from_persisted_votes() -> None:
