@@ -5,8 +5,7 @@
 Each run uploads a fresh record, waits (untimed) for the cluster to settle as
 ``bench paper`` does, then times one ``emr.fetch`` by the patient with the client's stages
 wrapped: wall time (``perf_counter``) and the CPU time of the thread that ran the stage
-(``thread_time``; hashing runs on the event loop's thread while the decryption runs on a
-worker). Node CPU per download comes from /proc/<pid>/stat of the patient's hospital,
+(``thread_time``; the CID hash runs on the event loop's thread while a worker decrypts). Node CPU per download comes from /proc/<pid>/stat of the patient's hospital,
 (all its threads, from schedstat) over the download. Medians over the runs (the machine is shared; means are noisy).
 
 Benchmark instrumentation only: it wraps functions from the outside, never changes them.
@@ -32,7 +31,7 @@ from pienode.bench.paper import _random_file, _register, settle
 from pienode.cli import cluster
 from pienode.client import download, emr, rawget, session, transfer
 from pienode.client.session import Session
-from pienode.crypto import grants, pre, seal
+from pienode.crypto import pre
 
 _wall: dict[str, list[float]] = defaultdict(list)
 _cpu: dict[str, list[float]] = defaultdict(list)
@@ -77,17 +76,14 @@ def _wrap_async(owner: Any, attr: str, name: str) -> None:
 
 def _instrument() -> None:
     _wrap(session, "sign_headers", "sign request")
-    _wrap(transfer.AtomicOutput, "__init__", "make temp output")
-    _wrap(download, "own_dek", "open keys (all)")
-    _wrap(seal, "unseal", "  unseal delegating key")
+    _wrap(transfer.AtomicOutput, "__init__", "make temp output (while waiting)")
+    _wrap(download, "own_dek", "open keys (loop)")
     _wrap(pre, "_parse_capsule", "  parse capsule (each)")
-    _wrap(pre.PreSecretKey, "from_bytes", "  secret key from bytes")
-    _wrap(grants, "open_record_key", "  open_record_key")
-    _wrap(pre, "open_original", "  open_original")
-    _wrap(download, "decrypt_buffer_to_file", "hash+decrypt+write+rename")
-    _wrap(transfer.CidCheck, "feed", "  CID hash (loop thread)")
-    _wrap(transfer.CidCheck, "check", "  CID finish")
+    _wrap(pre, "open_original", "  open key capsule")
+    _wrap(download, "decrypt_buffer_to_file", "CID hash || decrypt+write, rename")
+    _wrap(transfer.CidCheck, "feed", "  CID hash (loop)")
     _wrap(transfer, "_decrypt_parts", "  decrypt+write (worker)")
+    _wrap(transfer.CidCheck, "check", "  CID finish")
     _wrap(transfer.AtomicOutput, "commit", "  close+rename")
     # Arrival marks: when the answer's head (and record) and its whole body were in.
     received = rawget._Answer.received

@@ -71,10 +71,14 @@ async def fetch_record(s: Session, record_id: str, out: Path) -> tuple[dict[str,
                     return rec, None, None
                 dek = own_dek(s, rec)  # the rest of the answer arrives meanwhile
                 ciphertext = (await ans.received(ans.total))[4 + n:]
+                buf = ans.buf
             try:
-                return rec, decrypt_buffer_to_file(ciphertext, dek, output.pop(), expect_cid=rec["cid"]), dek
+                written = decrypt_buffer_to_file(ciphertext, dek, output.pop(), expect_cid=rec["cid"])
             except (StreamError, ContentMismatch):
                 return rec, None, dek
+            del ciphertext
+            raw.give_back(buf)  # no view of it is left: the next download lands in it
+            return rec, written, dek
         except Unsupported:
             pass  # the general way below, with a fresh signature
         finally:
