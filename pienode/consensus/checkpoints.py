@@ -2,15 +2,28 @@
 
 Owns: ``CheckpointLog``: the checkpoints of the window (one per sender and sequence
 number), the highest checkpoint each sender announced beyond the window, and our own. It
-answers "does a quorum vouch for a state here?" and "are f+1 replicas beyond our window?".
-Memory is bounded by (L/K + 1) * n messages.
+answers "does a quorum vouch for a state here?" and "are f+1 replicas beyond our window?",
+and ``add`` turns a new CHECKPOINT into one ``Step``: drop it, take a stable checkpoint,
+or fetch state. Memory is bounded by (L/K + 1) * n messages.
 
-Never: decides what to do about an answer (the replica does), sends or persists anything.
+Never: carries a step out (the replica does), sends or persists anything.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.messages import Checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a CHECKPOINT leads to; at most one field is set (none: keep waiting)."""
+
+    drop: str | None = None  # a ``stats`` key: the checkpoint changes nothing
+    stable: tuple[int, bytes, tuple[Checkpoint, ...]] | None = None  # (seq, digest, proof)
+    fetch: tuple[int, bytes, tuple[str, ...]] | None = None  # (seq, digest, peers) beyond us
 
 
 class CheckpointLog:
@@ -50,6 +63,33 @@ class CheckpointLog:
             return None
         (seq, digest), peers = max(best)
         return seq, digest, tuple(peers)
+
+    def diverges(self, seq: int, digest: bytes) -> bool:
+        """Our own checkpoint at ``seq`` names another state than ``digest``."""
+        own = self.own.get(seq)
+        return own is not None and own.state_digest != digest
+
+    def add(self, cp: Checkpoint, *, stable_seq: int, high_watermark: int, last_executed: int,
+            config: ReplicaConfig) -> Step:
+        """Keep a (signature-checked) CHECKPOINT and say what follows from it."""
+        if cp.seq <= stable_seq or cp.seq % config.checkpoint_interval:
+            return Step(drop="old_checkpoint")
+        if not self.record(cp, high_watermark):
+            # f+1 replicas checkpointed beyond our window: at least one correct replica is
+            # there, so we are behind and fetch state (§4.3, "state transfer").
+            far = self.far_target(high_watermark, config.weak_quorum)
+            return Step(fetch=far) if far is not None else Step()
+        found = self.quorum(cp.seq, config.quorum)
+        if found is None:
+            return Step()
+        digest, proof = found
+        if self.diverges(cp.seq, digest):
+            # Our execution disagrees with a quorum: our state is wrong. Count it loudly;
+            # the certified chain (state transfer) is the way back.
+            return Step(drop="state_divergence")
+        if cp.seq not in self.own and cp.seq > last_executed:
+            return Step()  # wait until we executed it ourselves
+        return Step(stable=(cp.seq, digest, proof))
 
     def truncate(self, stable_seq: int, high_watermark: int) -> list[int]:
         """Forget everything at or below ``stable_seq``; returns our own dropped seqs."""

@@ -62,6 +62,43 @@ def stable_value(seq: int, digest: bytes, proof: tuple[Checkpoint, ...]) -> byte
     return pack([seq, digest, [pair(c) for c in proof]])
 
 
+Item = tuple[bytes, bytes | None]
+
+
+def pre_prepare_item(pp: PrePrepare, batch_bytes: bytes | None) -> Item:
+    return seq_key(PREFIX_PRE_PREPARE, pp.seq), pre_prepare_value(pp, batch_bytes)
+
+
+def prepared_item(cert: PreparedCert) -> Item:
+    return seq_key(PREFIX_PREPARED, cert.pre_prepare.seq), prepared_value(cert)
+
+
+def own_checkpoint_item(cp: Checkpoint) -> Item:
+    return seq_key(PREFIX_OWN_CHECKPOINT, cp.seq), pack(pair(cp))
+
+
+def view_change_items(vc: ViewChange) -> list[Item]:
+    """Moving to ``vc.view``: written before ``vc`` is sent."""
+    return [(KEY_VIEW, view_value(vc.view, False)), (KEY_VIEW_CHANGE, pack(pair(vc))),
+            (KEY_NEW_VIEW, None)]
+
+
+def new_view_items(nv: NewView) -> list[Item]:
+    return [(KEY_VIEW, view_value(nv.view, True)), (KEY_VIEW_CHANGE, None),
+            (KEY_NEW_VIEW, pack(pair(nv)))]
+
+
+def stable_items(seq: int, digest: bytes, proof: tuple[Checkpoint, ...], slot_seqs: Iterable[int],
+                 own_checkpoint_seqs: Iterable[int]) -> list[Item]:
+    """A new stable checkpoint, and the deletion of the votes and our own checkpoints at or
+    below it (§4.3 garbage collection)."""
+    items: list[Item] = [(KEY_STABLE, stable_value(seq, digest, proof))]
+    for s in slot_seqs:
+        items += [(seq_key(PREFIX_PRE_PREPARE, s), None), (seq_key(PREFIX_PREPARED, s), None)]
+    items += [(seq_key(PREFIX_OWN_CHECKPOINT, s), None) for s in own_checkpoint_seqs]
+    return items
+
+
 @dataclass(slots=True)
 class RecoveredState:
     """A replica's durable state as read back after a restart."""

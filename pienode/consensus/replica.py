@@ -352,8 +352,7 @@ class Replica:
         slot = self._slot(seq)
         slot.pre_prepare = pp
         slot.batches[digest] = (batch, batch_bytes)
-        self._writes.append((keys.seq_key(keys.PREFIX_PRE_PREPARE, seq),
-                             keys.pre_prepare_value(pp, batch_bytes)))
+        self._writes.append(keys.pre_prepare_item(pp, batch_bytes))
         self._broadcast(pp, batch_bytes)
         self._check_prepared(slot)
 
@@ -413,8 +412,7 @@ class Replica:
     def _accept_pre_prepare(self, slot: Slot, pp: PrePrepare, batch_bytes: bytes | None) -> None:
         """Record ``pp`` durably and send our PREPARE for it (backups only)."""
         slot.pre_prepare = pp
-        self._writes.append((keys.seq_key(keys.PREFIX_PRE_PREPARE, pp.seq),
-                             keys.pre_prepare_value(pp, batch_bytes)))
+        self._writes.append(keys.pre_prepare_item(pp, batch_bytes))
         if pp.replica != self.node_id and self._may_vote(pp.view):
             prepare = make_prepare(pp.view, pp.seq, pp.digest, self.node_id, self._sign)
             slot.prepares[self.node_id] = prepare
@@ -444,7 +442,7 @@ class Replica:
             return
         slot.prepared_cert = cert
         slot.commit_sent_view = self.view
-        self._writes.append((keys.seq_key(keys.PREFIX_PREPARED, slot.seq), keys.prepared_value(cert)))
+        self._writes.append(keys.prepared_item(cert))
         commit = make_commit(pp.view, pp.seq, pp.digest, self.node_id, self._sign)
         self._broadcast(commit)
         self._add_commit(slot, commit)
@@ -571,38 +569,19 @@ class Replica:
             return
         cp = make_checkpoint(seq, state_digest, self.node_id, self._sign)
         self._cps.own[seq] = cp
-        self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, seq), pack(
-            [cp.body, cp.signature])))
+        self._writes.append(keys.own_checkpoint_item(cp))
         self._broadcast(cp)
         self._add_checkpoint(cp)
 
     def _add_checkpoint(self, cp: Checkpoint) -> None:
-        if cp.seq <= self.stable_checkpoint or cp.seq % self.config.checkpoint_interval:
-            self.stats["old_checkpoint"] += 1
-            return
-        if self._cps.record(cp, self.high_watermark):
-            self._check_stable(cp.seq)
-            return
-        # f+1 replicas checkpointed beyond our window: at least one correct replica is
-        # there, so we are behind and fetch state (§4.3, "state transfer").
-        far = self._cps.far_target(self.high_watermark, self.config.weak_quorum)
-        if far is not None:
-            self._request_fetch(*far)
-
-    def _check_stable(self, seq: int) -> None:
-        found = self._cps.quorum(seq, self.config.quorum)
-        if found is None:
-            return
-        digest, proof = found
-        own = self._cps.own.get(seq)
-        if own is not None and own.state_digest != digest:
-            # Our execution disagrees with a quorum: our state is wrong. Count it loudly;
-            # the certified chain (state transfer) is the way back.
-            self.stats["state_divergence"] += 1
-            return
-        if own is None and seq > self.last_executed_seq:
-            return  # wait until we executed it ourselves
-        self._make_stable(seq, digest, proof)
+        step = self._cps.add(cp, stable_seq=self.stable_checkpoint, high_watermark=self.high_watermark,
+                             last_executed=self.last_executed_seq, config=self.config)
+        if step.drop is not None:
+            self.stats[step.drop] += 1
+        elif step.stable is not None:
+            self._make_stable(*step.stable)
+        elif step.fetch is not None:
+            self._request_fetch(*step.fetch)
 
     def _make_stable(self, seq: int, digest: bytes, proof: tuple[Checkpoint, ...]) -> None:
         """The checkpoint at ``seq`` is stable: truncate the log below it (§4.3)."""
@@ -611,13 +590,11 @@ class Replica:
         self.stable_checkpoint = seq
         self._stable_digest = digest
         self._stable_proof = proof
-        self._writes.append((keys.KEY_STABLE, keys.stable_value(seq, digest, proof)))
-        for s in [s for s in self._slots if s <= seq]:
+        gone = [s for s in self._slots if s <= seq]
+        for s in gone:
             del self._slots[s]
-            self._writes.append((keys.seq_key(keys.PREFIX_PRE_PREPARE, s), None))
-            self._writes.append((keys.seq_key(keys.PREFIX_PREPARED, s), None))
-        for s in self._cps.truncate(seq, self.high_watermark):
-            self._writes.append((keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, s), None))
+        self._writes += keys.stable_items(seq, digest, proof, gone,
+                                          self._cps.truncate(seq, self.high_watermark))
         if self._proposer.next_seq <= seq:
             self._proposer.next_seq = seq + 1
         if self.last_delivered_seq < seq:
@@ -646,8 +623,7 @@ class Replica:
                                    self._sig_ok):
             self.stats["bad_checkpoint_proof"] += 1
             return
-        own = self._cps.own.get(msg.seq)
-        if own is not None and own.state_digest != msg.state_digest:
+        if self._cps.diverges(msg.seq, msg.state_digest):
             self.stats["state_divergence"] += 1
             return
         if msg.seq <= self.last_executed_seq or self._stalled or msg.seq > self.high_watermark:
@@ -714,9 +690,7 @@ class Replica:
         self._cancel_timer(TimerId.VIEW_CHANGE)
         vc = build_view_change(new_view, self._slots, self.stable_checkpoint, self._stable_digest,
                                self._stable_proof, self.node_id, self._sign)
-        self._writes.append((keys.KEY_VIEW, keys.view_value(new_view, False)))
-        self._writes.append((keys.KEY_VIEW_CHANGE, pack([vc.body, vc.signature])))
-        self._writes.append((keys.KEY_NEW_VIEW, None))
+        self._writes += keys.view_change_items(vc)
         self._broadcast(vc)
         self._vcs.started(vc)
         self.stats["view_change_started"] += 1
@@ -768,9 +742,7 @@ class Replica:
         self._watch.view_started_ms = self._now
         self._pool.forwarded.clear()
         self._cancel_timer(TimerId.VIEW_CHANGE)
-        self._writes.append((keys.KEY_VIEW, keys.view_value(nv.view, True)))
-        self._writes.append((keys.KEY_VIEW_CHANGE, None))
-        self._writes.append((keys.KEY_NEW_VIEW, pack([nv.body, nv.signature])))
+        self._writes += keys.new_view_items(nv)
         self.stats["new_view"] += 1
         if base.stable_seq > self.stable_checkpoint:
             self._make_stable(base.stable_seq, base.stable_digest, base.checkpoint_proof)
