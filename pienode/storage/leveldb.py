@@ -32,6 +32,11 @@ class LevelDBStore:
                 # filter per table answers those without searching every level's index (a miss
                 # 12.9 -> 6.5 us at 300k keys). Tables written without one still read fine.
                 bloom_filter_bits=10,
+                # No snappy: what we store is mostly signatures, keys, hashes and ciphertext
+                # capsules, and compressing it in the background compaction thread cost ~5%
+                # of a node's CPU under load (perf, issue 3). Tables written compressed
+                # before still read fine (each block records its own compression).
+                compression=None,
             )
         except plyvel.IOError as exc:
             raise StorageError(f"cannot open LevelDB at {path}: {exc}") from None
@@ -84,11 +89,12 @@ class LevelDBStore:
         self._enter()
         try:
             with self._db.write_batch(sync=sync, transaction=True) as wb:
+                put, delete = wb.put, wb.delete
                 for key, value in ops.ops:
                     if value is None:
-                        wb.delete(key)
+                        delete(key)
                     else:
-                        wb.put(key, value)
+                        put(key, value)
         finally:
             self._leave()
 

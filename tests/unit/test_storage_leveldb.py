@@ -98,3 +98,25 @@ def test_a_batch_that_fails_partway_writes_nothing(tmp_path: Path) -> None:
         store.write(ops_then_failure())
     assert store.get(b"a") is None  # one batch: all of it or none of it
     store.close()
+
+
+def test_a_store_written_with_snappy_tables_still_reads(tmp_path: Path) -> None:
+    """Stores are opened without compression now; tables an older node wrote compressed
+    (plyvel's snappy default) must still read back, after a compaction rewrote them too."""
+    import plyvel
+
+    old = plyvel.DB(str(tmp_path / "db"), create_if_missing=True, compression="snappy")
+    for i in range(5000):
+        old.put(b"S%06d" % i, b"value-%06d" % i * 8)
+    old.compact_range()
+    old.close()
+    store = LevelDBStore(tmp_path / "db")
+    assert store.get(b"S000123") == b"value-000123" * 8
+    ops = WriteOps()
+    for i in range(0, 5000, 2):
+        ops.put(b"S%06d" % i, b"new")
+    store.write(ops)
+    store._db.compact_range()
+    assert [v for _, v in store.iterate(b"S")][:3] == [b"new", b"value-000001" * 8, b"new"]
+    assert sum(1 for _ in store.iterate(b"S")) == 5000
+    store.close()
