@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pienode.api.download import add_download_routes
+from pienode.api.front import Front
 from pienode.api.render import block_json, jsonable, receipt_json
 from pienode.api.sharing import add_sharing_routes
 from pienode.crypto.keys import PublicKey
@@ -213,9 +214,19 @@ async def _read_txs(request: web.Request) -> list[bytes]:
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return parse_txs_body(body, request.content_type)
+
+
+def parse_txs_body(body: bytes, content_type: str) -> list[bytes]:
+    """The transactions of a ``POST /txs`` body: one msgpack transaction, or JSON
+    ``{"tx": base64}`` / ``{"txs": [base64, ...]}``.
+
+    Raises:
+        EncodingError: for anything else.
+    """
     if not body:
         raise EncodingError("empty body: send one msgpack transaction or JSON {\"tx\": base64} / {\"txs\": [...]}")
-    if request.content_type == "application/json" or body[:1] in (b"{", b"["):
+    if content_type == "application/json" or body[:1] in (b"{", b"["):
         doc = json_object(body, "JSON body must be an object with 'tx' or 'txs'")
         items = doc.get("txs") if "txs" in doc else [doc.get("tx")]
         if not isinstance(items, list) or not items or len(items) > 1000:
@@ -235,7 +246,18 @@ async def _read_txs(request: web.Request) -> list[bytes]:
 async def post_txs(request: web.Request) -> web.Response:
     node = request.app[NODE]
     datas = await _read_txs(request)
-    wait = request.query.get("wait", "") in ("1", "true", "commit")
+    status, doc = await submit_txs(node, datas, request.query.get("wait", ""), request.query.get("timeout_ms"))
+    return web.json_response(doc, status=status)
+
+
+async def submit_txs(node: Node, datas: list[bytes], wait_arg: str, timeout_arg: str | None) -> tuple[int, Any]:
+    """Admit ``datas`` and, if ``wait_arg`` asks, wait for their commits: (HTTP status, JSON
+    document). Shared by the aiohttp route and the lean front (``api.front``).
+
+    Raises:
+        PieError: a single transaction refused (several: each refusal is listed instead).
+    """
+    wait = wait_arg in ("1", "true", "commit")
     ids: list[bytes] = []
     errors: list[dict[str, Any]] = []
     for data in datas:
@@ -247,9 +269,13 @@ async def post_txs(request: web.Request) -> web.Response:
             errors.append(jsonable(exc.to_json()))
     if not wait:
         if len(datas) == 1:
-            return web.json_response({"tx_id": ids[0].hex(), "status": "pending"}, status=202)
-        return web.json_response({"tx_ids": [i.hex() for i in ids], "errors": errors}, status=202)
-    timeout = min(float(request.query.get("timeout_ms", node.cfg.api.max_wait_ms)), node.cfg.api.max_wait_ms) / 1000
+            return 202, {"tx_id": ids[0].hex(), "status": "pending"}
+        return 202, {"tx_ids": [i.hex() for i in ids], "errors": errors}
+    max_wait = node.cfg.api.max_wait_ms
+    try:
+        timeout = min(float(timeout_arg if timeout_arg is not None else max_wait), max_wait) / 1000
+    except ValueError:
+        raise ValidationError("timeout_ms must be a number") from None
     results = []
     # Wait for all of them at once: they commit together, mostly in the same block. One
     # transaction (the common case) is awaited directly, without a task around it.
@@ -262,11 +288,10 @@ async def post_txs(request: web.Request) -> web.Response:
             results.append({"tx_id": tx_id.hex(), "status": "pending"})
         else:
             results.append({"tx_id": tx_id.hex(), "status": "committed", "height": done[0],
-                             "receipt": receipt_json(done[1])})
+                            "receipt": receipt_json(done[1])})
     if len(datas) == 1:
-        code = 200 if results[0]["status"] == "committed" else 202
-        return web.json_response(results[0], status=code)
-    return web.json_response({"results": results, "errors": errors})
+        return (200 if results[0]["status"] == "committed" else 202), results[0]
+    return 200, {"results": results, "errors": errors}
 
 
 async def get_tx(request: web.Request) -> web.Response:
@@ -382,9 +407,23 @@ def make_app(node: Node) -> web.Application:
     return app
 
 
-async def serve(node: Node) -> web.AppRunner:
+class ApiServer:
+    """The node's API on its port: the lean ``POST /txs`` front (``api.front``) before
+    aiohttp, which gets every other request."""
+
+    def __init__(self, runner: web.AppRunner, front: Front) -> None:
+        self.runner = runner
+        self.front = front
+
+    async def cleanup(self) -> None:
+        await self.front.close()
+        await self.runner.cleanup()
+
+
+async def serve(node: Node) -> ApiServer:
     runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, node.cfg.api.host, node.cfg.api.port, reuse_address=True)
-    await site.start()
-    return runner
+    assert runner.server is not None
+    front = Front(node, runner.server)
+    await front.start(node.cfg.api.host, node.cfg.api.port)
+    return ApiServer(runner, front)
