@@ -21,7 +21,8 @@ class Mempool:
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
         self._txs: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
-        self._waiters: dict[bytes, list[asyncio.Future[tuple[int, Receipt]]]] = {}
+        #: Futures resolved with (height, receipt) on commit, or None by the waiter's timer.
+        self._waiters: dict[bytes, list[asyncio.Future[tuple[int, Receipt] | None]]] = {}
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -41,12 +42,12 @@ class Mempool:
     def pending(self) -> list[bytes]:
         return [d for d, _ in self._txs.values()]
 
-    def wait(self, tx_id: bytes) -> "asyncio.Future[tuple[int, Receipt]]":
-        fut: asyncio.Future[tuple[int, Receipt]] = asyncio.get_running_loop().create_future()
+    def wait(self, tx_id: bytes) -> "asyncio.Future[tuple[int, Receipt] | None]":
+        fut: asyncio.Future[tuple[int, Receipt] | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(tx_id, []).append(fut)
         return fut
 
-    def forget_waiter(self, tx_id: bytes, fut: "asyncio.Future[tuple[int, Receipt]]") -> None:
+    def forget_waiter(self, tx_id: bytes, fut: "asyncio.Future[tuple[int, Receipt] | None]") -> None:
         lst = self._waiters.get(tx_id)
         if lst and fut in lst:
             lst.remove(fut)

@@ -54,6 +54,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _expire(fut: "asyncio.Future[Any]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def load_secret(path: Path) -> PrivateKey:
     try:
         return PrivateKey.from_bytes(bytes.fromhex(path.read_text().strip()))
@@ -225,12 +230,16 @@ class Node:
         height = self.ledger.tx_height(tx_id)
         if height is not None:
             return height, self.receipt_at(height, tx_id)
-        fut = self.mempool.wait(tx_id)  # this caller's own future: no shield needed
+        fut = self.mempool.wait(tx_id)  # this caller's own future
+        # A timer that resolves that future to None, instead of ``asyncio.wait_for``'s extra
+        # waiter future and callbacks: one of these per submitted transaction (issue 3).
+        timer = asyncio.get_running_loop().call_later(timeout_s, _expire, fut)
         try:
-            return await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
-            self.mempool.forget_waiter(tx_id, fut)
-            return None
+            return await fut
+        finally:
+            timer.cancel()
+            if fut.cancelled() or fut.result() is None:
+                self.mempool.forget_waiter(tx_id, fut)
 
     def receipt_at(self, height: int, tx_id: bytes) -> Receipt:
         hit = self._recent_receipts.get(tx_id)
@@ -245,7 +254,9 @@ class Node:
 
     def on_gossip(self, peer: str, payload: bytes) -> None:
         try:
-            txs = unpack(payload, max_bytes=self.cfg.peer.max_frame_bytes)
+            # Not strict: each transaction is checked on its own; re-encoding the whole frame
+            # to prove it canonical would only cost time.
+            txs = unpack(payload, max_bytes=self.cfg.peer.max_frame_bytes, strict=False)
             if not isinstance(txs, list):
                 raise ValidationError("gossip must be a list")
         except PieError:
