@@ -86,6 +86,8 @@ class PaperOptions:
     large_runs: int = 2
     rekey_runs: int = 1000
     progress: bool | None = None
+    #: Only these of ``PAPER_SIZES`` (None: all up to ``max_bytes``).
+    sizes: tuple[int, ...] | None = None
 
 
 def _stats(samples: list[float]) -> dict[str, Any]:
@@ -157,7 +159,7 @@ async def run_paper(directory: Path, opts: PaperOptions) -> dict[str, Any]:
         unsettled = 0
         async with Session(physician_w, physician_w.node) as doc, Session(patient_w, patient_w.node) as pat, \
                 Session(requester_w, requester_w.node) as req, aiohttp.ClientSession() as http:
-            for size in [s for s in PAPER_SIZES if s <= opts.max_bytes]:
+            for size in [s for s in PAPER_SIZES if s <= opts.max_bytes and (opts.sizes is None or s in opts.sizes)]:
                 src = work / f"emr-{size}.bin"
                 _random_file(src, size)
                 runs = opts.runs if size <= 10_000_000 else opts.large_runs
@@ -179,11 +181,12 @@ async def run_paper(directory: Path, opts: PaperOptions) -> dict[str, Any]:
                 src.unlink()
                 uploads.append({"bytes": size, **_stats(up)})
                 downloads.append({"bytes": size, **_stats(down)})
-            small = work / "rekey.bin"
-            small.write_bytes(os.urandom(400))
-            rec = await emr.upload(doc, patient_w.user_id, small, "omics", {"bench": tag})
-            record = await req.record(rec["record_id"])
             samples = []
+            if opts.rekey_runs:
+                small = work / "rekey.bin"
+                small.write_bytes(os.urandom(400))
+                rec = await emr.upload(doc, patient_w.user_id, small, "omics", {"bench": tag})
+                record = await req.record(rec["record_id"])
             for i in range(opts.rekey_runs):
                 if i % 10 == 0:
                     bar.show(f"re-key round {i + 1}/{opts.rekey_runs}")
@@ -193,10 +196,13 @@ async def run_paper(directory: Path, opts: PaperOptions) -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    rk = _stats(samples)
-    rekey = {"runs": rk["runs"], "seconds_mean": rk["seconds"], "seconds_sd": rk["seconds_sd"],
-             "seconds_median": rk["seconds_median"],
-             "seconds_p99": sorted(samples)[max(0, int(len(samples) * 0.99) - 1)]}
+    if samples:
+        rk = _stats(samples)
+        rekey = {"runs": rk["runs"], "seconds_mean": rk["seconds"], "seconds_sd": rk["seconds_sd"],
+                 "seconds_median": rk["seconds_median"],
+                 "seconds_p99": sorted(samples)[max(0, int(len(samples) * 0.99) - 1)]}
+    else:  # --rekey-runs 0
+        rekey = {"runs": 0, "seconds_mean": 0.0, "seconds_sd": 0.0, "seconds_median": 0.0, "seconds_p99": 0.0}
     return {
         "upload": uploads,
         "download": downloads,
@@ -226,11 +232,13 @@ def _ratios(uploads: list[dict[str, Any]], downloads: list[dict[str, Any]], reke
 
 def human(r: dict[str, Any]) -> str:
     lines = ["EMR upload (encrypt + store on f+1 hospitals + commit) and download (fetch + decrypt)",
-             f"{'size':>14}  {'upload s':>10} {'sd':>8}  {'paper s':>7} {'x faster':>8}   {'download s':>10} {'sd':>8}"]
+             (f"{'size':>14}  {'upload s':>10} {'sd':>8}  {'paper s':>7} {'x faster':>8}   {'download s':>10}"
+              f" {'sd':>8} {'median':>8}")]
     for u, d in zip(r["upload"], r["download"]):
         paper = PAPER["upload_seconds"].get(u["bytes"], 0)
         lines.append(f"{u['bytes']:>14,}  {u['seconds']:>10.4f} {u['seconds_sd']:>8.4f}  {paper:>7.1f} "
-                     f"{paper / u['seconds']:>8.1f}   {d['seconds']:>10.4f} {d['seconds_sd']:>8.4f}")
+                     f"{paper / u['seconds']:>8.1f}   {d['seconds']:>10.4f} {d['seconds_sd']:>8.4f}"
+                     f" {d['seconds_median']:>8.4f}")
     rk = r["rekey"]
     lines.append(f"re-key round ({rk['runs']} runs): mean {rk['seconds_mean'] * 1000:.1f} ms, "
                  f"sd {rk['seconds_sd'] * 1000:.1f} ms, median {rk['seconds_median'] * 1000:.1f} ms "

@@ -229,11 +229,24 @@ def _cmd_files(args: argparse.Namespace) -> int:
     return 0 if out.get("ok", True) else 1
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    from pienode.bench.paper import PAPER_SIZES
+
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("sizes are whole numbers of bytes, comma-separated") from None
+    unknown = [n for n in sizes if n not in PAPER_SIZES]
+    if not sizes or unknown:
+        raise argparse.ArgumentTypeError(f"sizes must be among the paper's: {', '.join(map(str, PAPER_SIZES))}")
+    return sizes
+
+
 def _cmd_bench_paper(args: argparse.Namespace) -> int:
     from pienode.bench.paper import PaperOptions, human, main_paper
 
     opts = PaperOptions(max_bytes=args.max_bytes, runs=args.runs, large_runs=args.large_runs,
-                        rekey_runs=args.rekey_runs)
+                        rekey_runs=args.rekey_runs, sizes=args.sizes)
     out = main_paper(Path(args.dir), opts)
     emit(out, args.json, human)
     return 0
@@ -311,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--max-bytes", type=int, default=1_000_000_000, help="skip sizes above this (paper: up to 1 GB)")
     bp.add_argument("--runs", type=int, default=5, help="runs per size up to 10 MB")
     bp.add_argument("--large-runs", type=int, default=2, help="runs per size above 10 MB")
-    bp.add_argument("--rekey-runs", type=int, default=1000, help="re-key rounds (the paper ran 4,000)")
+    bp.add_argument("--rekey-runs", type=int, default=1000, help="re-key rounds (the paper ran 4,000; 0: none)")
+    bp.add_argument("--sizes", type=_sizes, default=None, metavar="N,N,...",
+                    help="only these of the paper's sizes, in bytes (e.g. 1000000 for the 1 MB download goal)")
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=_cmd_bench_paper)
 

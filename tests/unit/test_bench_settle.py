@@ -4,6 +4,7 @@ has committed the upload's block and holds the whole file."""
 from __future__ import annotations
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from pienode.bench import paper
@@ -54,3 +55,15 @@ async def test_settles_only_when_every_node_has_the_block_and_the_whole_file() -
 async def test_an_unreachable_node_does_not_settle() -> None:
     async with aiohttp.ClientSession() as http:
         assert not await paper.settle(http, ["http://127.0.0.1:9"], CID, 1, timeout_s=0.1)
+
+
+def test_bench_paper_sizes_option_takes_only_the_papers_sizes() -> None:
+    import argparse
+
+    from pienode.cli.operator import _sizes
+
+    assert _sizes("1000000") == (1_000_000,)
+    assert _sizes("400, 1000000") == (400, 1_000_000)
+    for bad in ("", "1000", "1e6", "400,,x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _sizes(bad)
