@@ -10,6 +10,7 @@ prefix) and ``RecoveredState``. A replica persists, before sending the vote it c
   must report (§4.4: committed batches survive view changes through prepared certificates);
 - ``oc/<seq>``: our own CHECKPOINT messages; ``stable``: the stable checkpoint and its proof.
 Everything at or below the stable checkpoint is deleted (§4.3 garbage collection).
+Also ``VoteFloor``: the views a replica that lost this state may not vote in.
 
 Never: touches a database itself (it emits and reads plain key/value pairs).
 """
@@ -195,3 +196,33 @@ def rebuild_slots(st: RecoveredState, low: int, high: int, view: int, node_id: s
             slot.commit_sent_view = pp.view
             slot.commits[node_id] = make_commit(pp.view, seq, pp.digest, node_id, signer)
     return slots, next_seq
+
+
+class VoteFloor:
+    """The views below which we cast no vote of any kind.
+
+    A replica that lost its consensus store (home wiped) after having run may have voted
+    before the wipe, in views it no longer knows. It votes in no view up to the highest view
+    that f+1 of its peers report (one of them is correct, so it is at least the view of the
+    latest vote we could have cast, unless all of us were there), and joins from the next
+    view on. A replica with its store intact has floor -1: every view is open.
+    """
+
+    def __init__(self, amnesic: bool) -> None:
+        #: Votes are cast only in views above this; None = not known yet (amnesic start).
+        self.floor: int | None = None if amnesic else -1
+        self._peer_views: dict[str, int] = {}
+
+    def allows(self, view: int) -> bool:
+        return self.floor is not None and view > self.floor
+
+    def learn(self, peer: str, view: int, own_view: int, quorum: int, weak_quorum: int) -> bool:
+        """A peer told us its view; True when this fixed the floor (once quorum-1 peers did)."""
+        if self.floor is not None:
+            return False
+        self._peer_views[peer] = view
+        if len(self._peer_views) < quorum - 1 or not self._peer_views:
+            return False
+        views = sorted(self._peer_views.values(), reverse=True)
+        self.floor = max(views[min(weak_quorum, len(views)) - 1], own_view)
+        return True

@@ -33,7 +33,7 @@ from pienode.consensus.messages import (
     wire,
 )
 from pienode.consensus.proposer import Proposer
-from pienode.consensus.recovery import RecoveredState, rebuild_slots
+from pienode.consensus.recovery import RecoveredState, VoteFloor, rebuild_slots
 from pienode.consensus.requests import RequestPool
 from pienode.consensus.viewchange import (
     build_new_view, build_view_change, checkpoint_proof_ok, in_flight_requests, new_view_ok,
@@ -85,9 +85,7 @@ class Replica:
         self._fetching: tuple[int, int] | None = None
         self._peer_delivered: dict[str, int] = {}
         self._budget = retransmit.Budget(retransmit.RETRANSMIT_CAP, config.status_interval_ms)
-        #: Votes are cast only in views above this; None = not known yet (amnesic start).
-        self._vote_floor: int | None = None if amnesic else -1
-        self._peer_views: dict[str, int] = {}
+        self._floor = VoteFloor(amnesic)
         self._delivered_at_tick = -1
         self._stalled = False
         self._started = False
@@ -240,18 +238,7 @@ class Replica:
         return False
 
     def _may_vote(self, view: int) -> bool:
-        return self._vote_floor is not None and view > self._vote_floor
-
-    def _learn_view(self, peer: str, view: int) -> None:
-        """Amnesic start: fix the vote floor once a quorum of peers told us their views."""
-        if self._vote_floor is not None:
-            return
-        self._peer_views[peer] = view
-        if len(self._peer_views) >= self.config.quorum - 1 and len(self._peer_views) >= 1:
-            views = sorted(self._peer_views.values(), reverse=True)
-            k = min(self.config.weak_quorum, len(views)) - 1
-            self._vote_floor = max(views[k], self.view)
-            self.stats["amnesic_floor_set"] += 1
+        return self._floor.allows(view)
 
     def _in_window(self, seq: int) -> bool:
         return self.stable_checkpoint < seq <= self.high_watermark
@@ -657,7 +644,9 @@ class Replica:
     def _on_status(self, msg: Status) -> None:
         if not self._check_sig(msg):
             return
-        self._learn_view(msg.replica, msg.view)
+        if self._floor.learn(msg.replica, msg.view, self.view, self.config.quorum,
+                             self.config.weak_quorum):
+            self.stats["amnesic_floor_set"] += 1
         prev = self._peer_delivered.get(msg.replica)
         self._peer_delivered[msg.replica] = msg.last_delivered
         stalled = prev is not None and prev == msg.last_delivered
@@ -676,9 +665,9 @@ class Replica:
     # ---- view change (§4.4) --------------------------------------------------------------
 
     def _start_view_change(self, new_view: int) -> None:
-        if self._vote_floor is None:
+        if self._floor.floor is None:
             return  # amnesic and the floor is not known yet: no vote of any kind
-        new_view = max(new_view, self._vote_floor + 1)
+        new_view = max(new_view, self._floor.floor + 1)
         if new_view <= self.view:
             return
         self.view = new_view

@@ -375,7 +375,7 @@ def test_wiped_node_abstains_in_views_it_may_have_voted_in_then_rejoins() -> Non
     p.submit(b"tx-3")
     p.advance(2000)
     assert [d.seq for d in p.delivered["r3"]] == [1, 2, 3, 4]  # caught up without voting
-    assert p.replicas["r3"]._vote_floor == 0
+    assert p.replicas["r3"]._floor.floor == 0
     assert not _votes(p, "r3")
     p.down = {"r0"}  # the primary dies: view 1, where r3 votes again
     p.submit(b"tx-4")
