@@ -10,7 +10,7 @@ because it is produced after the header's contents are fixed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pienode.encoding import canonical, join_array, join_map, pack, pack_ordered, sha256, unpack
@@ -87,12 +87,35 @@ class BlockHeader:
     receipts_root: bytes
     state_root: bytes
     tx_count: int
+    #: The canonical encoding and the hash, made once: a header is hashed several times per
+    #: block (prev_hash of the next, the head check, the checkpoint digest, /status).
+    _encoded: bytes = field(default=b"", init=False, repr=False, compare=False)
+    _hash: bytes = field(default=b"", init=False, repr=False, compare=False)
+
+    def encode(self) -> bytes:
+        if not self._encoded:
+            object.__setattr__(self, "_encoded", pack(self.to_dict()))
+        return self._encoded
 
     def hash(self) -> bytes:
-        return sha256(pack(asdict(self)))
+        if not self._hash:
+            object.__setattr__(self, "_hash", sha256(self.encode()))
+        return self._hash
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "chain_id": self.chain_id,
+            "height": self.height,
+            "prev_hash": self.prev_hash,
+            "timestamp_ms": self.timestamp_ms,
+            "proposer": self.proposer,
+            "view": self.view,
+            "batch_digest": self.batch_digest,
+            "tx_root": self.tx_root,
+            "receipts_root": self.receipts_root,
+            "state_root": self.state_root,
+            "tx_count": self.tx_count,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +137,7 @@ class Block:
         encoded (each receipt once) rather than walking the whole block again."""
         return join_map(
             {
-                "header": pack(self.header.to_dict()),
+                "header": self.header.encode(),
                 "txs": pack(list(self.txs)),
                 "receipts": join_array([r.encode() for r in self.receipts]),
                 "cert": pack(self.certificate),

@@ -197,12 +197,8 @@ def index_record(ctx: "ExecContext", record: dict[str, Any], *, remove: bool = F
     rid = record["record_id"]
     entries = [("patient", record["patient_id"]), ("hospital", record["hospital_id"]), ("type", record["data_type"])]
     entries += [(f"summary:{k}", str(v)) for k, v in record["summary"].items()]
-    for index, value in entries:
-        key = keys.index_key(index, value, rid)
-        if remove:
-            ctx.state.delete(key)
-        else:
-            ctx.state.put_raw(key, b"")
+    index_keys = [keys.index_key(index, value, rid) for index, value in entries]
+    ctx.state.put_many_raw(index_keys, None if remove else b"")
 
 
 def _apply_upload(ctx: "ExecContext", tx: Transaction) -> Any:
@@ -239,7 +235,7 @@ def _apply_upload(ctx: "ExecContext", tx: Transaction) -> Any:
         "security_level": b["policy"]["level"],
         "size": b["size"],
         "summary": b["summary"],
-        "tx_id": tx.tx_id.hex(),
+        "tx_id": ctx.tx_id.hex(),  # as checked (``tx.tx_id`` would hash the transaction again)
         "updated_at_ms": ctx.block_timestamp_ms,
         "verifying_key": b["verifying_key"],
         "version": 1,

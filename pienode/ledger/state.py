@@ -35,6 +35,17 @@ class StateOverlay:
                 frame[key] = (key in self.writes, self.writes.get(key))
         self.writes[key] = value
 
+    def put_many_raw(self, keys: list[bytes], value: bytes | None) -> None:
+        """``put_raw(key, value)`` for each key (the record indexes: several per upload)."""
+        writes = self.writes
+        if self._undo:
+            frame = self._undo[-1]
+            for key in keys:
+                if key not in frame:
+                    frame[key] = (key in writes, writes.get(key))
+        for key in keys:
+            writes[key] = value
+
     def scan_raw(self, prefix: bytes, start_after: bytes | None = None, limit: int = 100) -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` live items under ``prefix`` with key > ``start_after``, merged."""
         out: dict[bytes, bytes | None] = {}

@@ -204,3 +204,20 @@ def test_receipt_and_record_encodings_are_the_canonical_ones(world):
                   (("ev", {"y": 1, "x": [True]}), ("ev2", None)))
     assert odd.encode() == pack(odd.to_dict())
     assert ledger.tx_height(b.receipts[0].tx_id) == ledger.height
+
+
+def test_header_encoding_and_hash_are_made_once_and_cover_every_field(world):
+    import dataclasses
+
+    from pienode.encoding import pack, sha256
+    from pienode.ledger.block import BlockHeader
+
+    c, ledger = world
+    h = ledger.head
+    init_fields = {f.name for f in dataclasses.fields(BlockHeader) if f.init}
+    assert set(h.to_dict()) == init_fields, "to_dict must list every header field"
+    assert h.hash() == sha256(pack(h.to_dict())) == sha256(h.encode())
+    other = dataclasses.replace(h, tx_count=h.tx_count + 1)
+    assert other.hash() != h.hash() and other != h
+    assert BlockHeader(**h.to_dict()) == h and BlockHeader(**h.to_dict()).hash() == h.hash()
+    assert Block.decode(ledger.block_raw(ledger.height)).hash() == h.hash()
