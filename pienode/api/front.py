@@ -13,9 +13,9 @@ Owns: a connection from its first byte until the first request that is not a pla
 aiohttp's protocol for good, bytes already read included, so aiohttp sees an ordinary
 connection. Requests on one connection are answered in order, one at a time.
 
-Never: answers anything but ``POST /txs`` itself, reads more than one request ahead
-(reading pauses while a request is being answered), or keeps an idle connection past
-``KEEPALIVE_S``.
+Never: answers anything but ``POST /txs`` itself, buffers more than one largest request
+ahead while answering (reading pauses), reads on while the client leaves its answers
+unread, or keeps a connection with nothing to answer past ``KEEPALIVE_S``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class FrontProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._busy = False  # a request is being answered
         self._write_paused = False  # the client is not reading its answers
+        self._read_paused = False
         self._idle: asyncio.TimerHandle | None = None
+        self._last_answer = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -69,6 +71,10 @@ class FrontProtocol(asyncio.Protocol):
         self._buf += data
         if not self._busy and not self._write_paused:
             self._next()
+        elif len(self._buf) > self._front.max_body + MAX_HEAD and self._transport is not None:
+            # Pipelined requests pile up while one is answered: read on only once they fit.
+            self._transport.pause_reading()
+            self._read_paused = True
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -76,9 +82,7 @@ class FrontProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         if not self._busy and self._transport is not None:
-            self._transport.resume_reading()
-            if self._buf:
-                self._next()
+            self._resume()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -87,9 +91,19 @@ class FrontProtocol(asyncio.Protocol):
     # -- requests ------------------------------------------------------------------------
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = asyncio.get_running_loop().call_later(KEEPALIVE_S, self.close)
+        """One timer per connection, re-armed when it fires rather than per request (a
+        timer per request cost more than parsing the request head)."""
+        loop = asyncio.get_running_loop()
+        self._last_answer = loop.time()
+        self._idle = loop.call_later(KEEPALIVE_S, self._check_idle)
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        left = self._last_answer + KEEPALIVE_S - loop.time()
+        if self._busy or left > 0:
+            self._idle = loop.call_later(max(left, 1.0), self._check_idle)
+        else:
+            self.close()
 
     def _next(self) -> None:
         """Take the next complete request off the buffer, or hand the connection over."""
@@ -115,9 +129,6 @@ class FrontProtocol(asyncio.Protocol):
         body = bytes(buf[end + 4:end + 4 + length])
         del buf[:end + 4 + length]
         self._busy = True
-        self._transport.pause_reading()
-        if self._idle is not None:
-            self._idle.cancel()
         task = asyncio.get_running_loop().create_task(self._answer(query, body, content_type, close))
         self._front.tasks.add(task)
         task.add_done_callback(self._front.tasks.discard)
@@ -135,10 +146,15 @@ class FrontProtocol(asyncio.Protocol):
             transport.close()
             return
         self._busy = False
-        self._arm_idle()
+        self._last_answer = asyncio.get_running_loop().time()
         if self._write_paused:
             return  # ``resume_writing`` reads on once the client has taken its answers
-        transport.resume_reading()
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._read_paused and self._transport is not None:
+            self._read_paused = False
+            self._transport.resume_reading()
         if self._buf:
             self._next()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Collection
 
 from pienode.crypto.keys import PublicKey
 from pienode.encoding import sha256, unpack
@@ -184,14 +184,20 @@ class CertCache:
                         self._by_user.popitem(last=False)
         return dict(hit[0]), hit[1]
 
-    def written(self, state_keys: Iterable[bytes]) -> None:
+    def written(self, state_keys: Collection[bytes]) -> None:
         """Committed state keys ``state_keys`` were just written (put or deleted)."""
-        prefix = keys.USER_PREFIX
         with self._lock:
             self._generation += 1
-            for k in state_keys:
-                if k.startswith(prefix):
-                    self._by_user.pop(k[len(prefix):].decode(errors="replace"), None)
+            cached = self._by_user
+            # Walk the smaller side: a block writes hundreds of keys, few users are cached
+            # (and a busy node's many cached users face a small block).
+            if len(cached) <= len(state_keys):
+                stale = [u for u in cached if keys.user_key(u) in state_keys]
+            else:
+                n = len(keys.USER_PREFIX)
+                stale = [k[n:].decode(errors="replace") for k in state_keys if k.startswith(keys.USER_PREFIX)]
+            for user_id in stale:
+                cached.pop(user_id, None)
 
 
 class TxCaches:
@@ -202,7 +208,7 @@ class TxCaches:
         self.decoded = DecodedCache()
         self.certs = CertCache()
 
-    def state_written(self, state_keys: Iterable[bytes]) -> None:
+    def state_written(self, state_keys: Collection[bytes]) -> None:
         """The ledger committed writes to ``state_keys``: drop what they make stale."""
         self.certs.written(state_keys)
 

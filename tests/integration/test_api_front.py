@@ -8,6 +8,8 @@ import base64
 import json
 import time
 
+import pytest
+
 from pienode.api.front import _parse_head
 from pienode.crypto.keys import PrivateKey
 from pienode.identity.certs import UserCert
@@ -157,3 +159,27 @@ async def test_other_requests_are_handed_over_on_their_first_bytes(one_node):
     finally:
         writer.close()
     assert "aiohttp" in head.headers.get("server", "")
+
+
+def test_the_one_transaction_json_shortcut_reads_what_the_json_parser_reads():
+    """For any body, ``parse_txs_body`` gives what parsing the JSON then the base64 gives
+    (or refuses what that refuses), shortcut or not."""
+    from pienode.api.app import parse_txs_body
+    from pienode.errors import EncodingError
+
+    def by_the_book(body: bytes):
+        try:
+            return [base64.b64decode(json.loads(body)["tx"], validate=True)]
+        except (ValueError, KeyError, TypeError):
+            return "refused"
+
+    b64 = base64.b64encode(b"\x00\xffsome transaction bytes!")
+    bodies = [b'{"tx":"' + b64 + b'"}', b'{"tx": "' + b64 + b'"}', b'{"tx":"' + b64[:4] + b"\\/" + b64[4:] + b'"}',
+              b'{"tx":"' + b64[:4] + b'\\u0041' + b64[5:] + b'"}', b'{"tx":"}', b'{"tx":""}', b'{"tx":"a"b"}',
+              b'{"tx":"!!!!"}', b'{"tx":"' + b64 + b'", "tx": "AAAA"}', b'{"tx":"AAAA"}']
+    for body in bodies:
+        try:
+            got = parse_txs_body(body, "application/json")
+        except EncodingError:
+            got = "refused"
+        assert got == by_the_book(body), body

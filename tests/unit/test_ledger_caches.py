@@ -251,3 +251,22 @@ def test_a_certificate_written_earlier_in_the_block_is_used_and_not_cached(world
     assert certs.lookup(state, PHY)[1].data == new_key
     # The block was not committed: everyone else still gets the committed certificate.
     assert certs.lookup(StateOverlay(ledger.kv), PHY)[1].data == old.sign_key
+
+
+def test_a_block_drops_the_certificates_it_writes_whichever_side_is_smaller(world):
+    """Invalidation walks either the cached users or the block's keys: both must drop
+    exactly the certificates the block wrote."""
+    c, ledger = world
+    certs = ledger.executor.caches.certs
+    for user in (PHY, PAT):
+        assert certs.lookup(StateOverlay(ledger.kv), user) is not None
+    assert len(certs) == 2
+    replace_cert(c, ledger, PHY)  # one key written, two users cached
+    assert len(certs) == 1 and certs.lookup(StateOverlay(ledger.kv), PHY)[1].data == c.users[PHY][1].sign_key
+    many = {keys.record_key(f"rec-{i:032x}"): b"x" for i in range(5)}
+    _, old = c.users[PAT]
+    new = UserCert(PAT, old.role, old.security_level, PrivateKey.generate().public_key.data, old.enc_key,
+                   old.hospital_id, now_ms()).signed_by(c.node_keys[old.hospital_id])
+    commit_state(ledger, {**many, keys.user_key(PAT): pack(new.to_dict())})  # more keys than users
+    assert certs.lookup(StateOverlay(ledger.kv), PAT)[1].data == new.sign_key
+    assert certs.lookup(StateOverlay(ledger.kv), PHY)[1].data == c.users[PHY][1].sign_key
