@@ -199,6 +199,7 @@ class Node:
         """
         tx_id, fresh = self._admit(data, gossip=gossip)
         if fresh:
+            self.metrics.txs_admitted.inc()  # (gossiped ones: once per frame, in on_gossip)
             self.driver.submit(data)
         return tx_id
 
@@ -220,7 +221,6 @@ class Node:
             if gossip:
                 raise ReplayError("transaction already pending", tx_id=checked.tx_id.hex())
             return checked.tx_id, False
-        self.metrics.txs_admitted.inc()
         if gossip:
             self._gossip_buf.append(data)
             self._gossip_ready.set()
@@ -272,6 +272,7 @@ class Node:
             except PieError:
                 pass  # already committed, expired or invalid: the primary won't order it from us
         if fresh:
+            self.metrics.txs_admitted.inc(len(fresh))
             self.driver.submit_many(fresh)  # one event for the whole frame, in its order
 
     async def _gossip_loop(self) -> None:
