@@ -91,14 +91,34 @@ class Transaction:
         if len(obj["kind"]) > 64 or len(obj["sender"]) > 128:
             raise EncodingError("transaction kind or sender too long")
         sig = obj.pop("sig")
-        # ``obj`` came from a strict decode, so without ``sig`` it is the unsigned map in
-        # canonical order already: encode it directly instead of through ``pack``'s walk.
         tx = object.__new__(cls)
         for name, value in (("chain_id", obj["chain"]), ("kind", obj["kind"]), ("sender", obj["sender"]),
                             ("timestamp_ms", ts), ("body", obj["body"]), ("signature", sig),
-                            ("_unsigned", pack_ordered(obj))):
+                            ("_unsigned", _unsigned_of(data, ts, sig) or pack_ordered(obj))):
             object.__setattr__(tx, name, value)
         return tx
+
+
+def _uint_size(n: int) -> int:
+    """Bytes of the canonical msgpack encoding of a non-negative int."""
+    return 1 if n < 0x80 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
+
+
+def _unsigned_of(data: bytes, ts: int, sig: bytes) -> bytes | None:
+    """The unsigned encoding cut out of canonical wire bytes, or None if they are not laid
+    out as expected (the caller then encodes it).
+
+    The wire map's keys are in order (body, chain, kind, sender, sig, ts, v) and a strict
+    decode proved it canonical, so the unsigned map is the same bytes with a 6-entry header
+    and without the ``sig`` entry: no second encoding of the whole transaction (issue 3).
+    """
+    n = len(sig)
+    sig_entry = 4 + (2 if n < 0x100 else 3 if n < 0x10000 else 5) + n  # "sig" key, bin header, bytes
+    tail = 3 + _uint_size(ts) + 3  # "ts" key and value, "v" key and 1
+    start = len(data) - tail - sig_entry
+    if data[:1] != b"\x87" or start < 1 or data[start:start + 4] != b"\xa3sig":
+        return None
+    return b"\x86" + data[1:start] + data[start + sig_entry:]
 
 
 _MISSING = object()
