@@ -10,7 +10,7 @@ import pytest
 from pienode.crypto.keys import PrivateKey
 from pienode.encoding import pack
 from pienode.errors import EncodingError
-from pienode.ledger.tx import Transaction
+from pienode.ledger.tx import Transaction, _unsigned_of
 
 KEY = PrivateKey.generate()
 STAMPS = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 1_795_334_000_000, 2**64 - 1]
@@ -24,6 +24,7 @@ def test_the_unsigned_bytes_and_id_match_a_fresh_encoding(ts):
         got = Transaction.decode(tx.encode(), max_bytes=1 << 20)
         assert got.unsigned_bytes() == pack(tx.unsigned())
         assert got.tx_id == tx.tx_id and got == tx
+        assert _unsigned_of(tx.encode(), ts, tx.signature) == pack(tx.unsigned())  # the cut, not the fallback
 
 
 @pytest.mark.parametrize("size", [0, 1, 64, 255, 256, 65535, 65536])
@@ -31,6 +32,7 @@ def test_any_signature_length_gives_the_same_unsigned_bytes(size):
     tx = Transaction("c", "k", "s", 1_795_334_000_000, {"a": b"b"}, b"\x07" * size)
     got = Transaction.decode(tx.encode(), max_bytes=1 << 20)
     assert got.unsigned_bytes() == pack(tx.unsigned()) and got.signature == tx.signature
+    assert _unsigned_of(tx.encode(), tx.timestamp_ms, tx.signature) == got.unsigned_bytes()
 
 
 def test_a_non_canonical_transaction_is_still_refused():
