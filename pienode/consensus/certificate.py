@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pienode.consensus.config import ReplicaConfig
-from pienode.consensus.messages import COMMIT, MAX_SIGNATURE, MessageError, vote_body
+from pienode.consensus.codec import MAX_SIGNATURE, MessageError
+from pienode.consensus.messages import COMMIT, vote_body
 from pienode.encoding import pack, unpack
 from pienode.errors import EncodingError
 

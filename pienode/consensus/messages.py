@@ -1,6 +1,7 @@
-"""PBFT wire messages: their fields, their canonical bytes, and strict decoding.
+"""PBFT wire messages: their fields, their canonical bytes, and how they are signed.
 
-Owns: ``Batch`` and every message the replicas exchange, and the rule for what is signed.
+Owns: ``Batch`` and every message the replicas exchange, the builders that sign them, and
+the rule for what is signed (``codec`` holds the encoding, ``decoding`` the way back).
 
 Wire format: a message is ``pack([body, signature])`` (a pre-prepare appends the batch
 bytes: ``pack([body, signature, batch])``), where ``body = pack([tag, ...fields])`` is the
@@ -10,8 +11,8 @@ nothing is re-encoded. Messages nested inside others (checkpoint proofs, prepare
 certificates, view changes) travel as ``[body, signature]`` pairs and keep their original
 signer. As in Castro-Liskov §4.2 the pre-prepare signs the batch digest, not the batch.
 
-Never: verifies signatures (``replica`` does, through the injected verifier), reads a clock,
-or raises anything but ``MessageError`` on bad input.
+Never: verifies signatures, reads a clock, or raises anything but ``MessageError`` on bad
+input.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import msgpack
-
-from pienode.encoding import packb, sha256
-from pienode.errors import EncodingError
+from pienode.consensus.codec import DIGEST_SIZE, MessageError, pack, uint, unpack
+from pienode.encoding import sha256
 
 PRE_PREPARE = 1
 PREPARE = 2
@@ -37,47 +36,10 @@ CHECKPOINT_PROOF = 10
 BATCH_FETCH = 11
 BATCH_REPLY = 12
 
-DIGEST_SIZE = 32
-MAX_SIGNATURE = 128
-MAX_ID = 256
 #: Digest of the genesis state (sequence number 0) in checkpoints.
 GENESIS_DIGEST = bytes(DIGEST_SIZE)
 
 Signer = Callable[[bytes], bytes]
-
-
-class MessageError(EncodingError):
-    """Bytes that are not a well-formed PBFT message (the sender's fault)."""
-
-
-MAX_FRAME = 64 * 1024 * 1024
-
-
-def pack(obj: Any) -> bytes:
-    """Canonical msgpack of a map-free value (what ``pienode.encoding.pack`` gives for it).
-
-    Messages hold only lists, ints, bools, str and bytes, so the generic canonicaliser's
-    walk (sorting maps, refusing floats) can be skipped on this hot path.
-    """
-    return packb(obj)
-
-
-def unpack(data: bytes, max_bytes: int = MAX_FRAME) -> Any:
-    """Strict decode: one msgpack value whose re-encoding is exactly ``data``.
-
-    Raises:
-        MessageError: for malformed or non-canonical bytes.
-    """
-    if type(data) is not bytes or len(data) > max_bytes:
-        raise MessageError("expected bytes within the size limit")
-    try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-        canonical = packb(obj) == data
-    except Exception:  # msgpack raises several unrelated types
-        raise MessageError("malformed msgpack") from None
-    if not canonical or isinstance(obj, dict):
-        raise MessageError("non-canonical encoding")
-    return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +81,7 @@ def decode_batch(data: bytes) -> Batch:
     if not isinstance(obj, list) or len(obj) != 2:
         raise MessageError("batch: expected [timestamp, requests]")
     ts, reqs = obj
-    _uint(ts, "batch timestamp")
+    uint(ts, "batch timestamp")
     if not isinstance(reqs, list) or not all(isinstance(r, bytes) for r in reqs):
         raise MessageError("batch: requests must be a list of bytes")
     return Batch(ts, tuple(reqs))
@@ -128,37 +90,6 @@ def decode_batch(data: bytes) -> Batch:
 NULL_BATCH = Batch(0, ())
 NULL_BATCH_BYTES = NULL_BATCH.encode()
 NULL_DIGEST = sha256(NULL_BATCH_BYTES)
-
-
-# ---- field checks ---------------------------------------------------------------------
-
-#: Views, sequence numbers and timestamps stay far from the 64-bit limit of the encoding,
-#: so ``view + 1`` and friends can never become unencodable.
-MAX_UINT = 2**62
-
-
-def _uint(x: Any, what: str) -> int:
-    if type(x) is not int or not 0 <= x < MAX_UINT:
-        raise MessageError(f"{what}: expected a non-negative int below 2**62")
-    return x
-
-
-def _digest(x: Any, what: str = "digest") -> bytes:
-    if type(x) is not bytes or len(x) != DIGEST_SIZE:
-        raise MessageError(f"{what}: expected {DIGEST_SIZE} bytes")
-    return x
-
-
-def _id(x: Any) -> str:
-    if type(x) is not str or not x or len(x) > MAX_ID:
-        raise MessageError("replica id: expected a short non-empty str")
-    return x
-
-
-def _list(x: Any, what: str) -> list[Any]:
-    if type(x) is not list:
-        raise MessageError(f"{what}: expected a list")
-    return x
 
 
 # ---- messages --------------------------------------------------------------------------
@@ -412,140 +343,3 @@ def make_batch_reply(seq: int, digest: bytes, batch_bytes: bytes, replica: str,
                      signer: Signer) -> BatchReply:
     body, sig = _signed([BATCH_REPLY, seq, digest, batch_bytes, replica], signer)
     return BatchReply(seq, digest, batch_bytes, replica, body, sig)
-
-
-# ---- decoding -----------------------------------------------------------------------------
-
-def _split_pair(obj: Any) -> tuple[bytes, bytes]:
-    if type(obj) is not list or len(obj) != 2:
-        raise MessageError("expected [body, signature]")
-    body, sig = obj
-    if type(body) is not bytes or type(sig) is not bytes or len(sig) > MAX_SIGNATURE:
-        raise MessageError("expected [body, signature] as bytes")
-    return body, sig
-
-
-def _fields(body: bytes) -> list[Any]:
-    fields = unpack(body)
-    if type(fields) is not list or not fields or type(fields[0]) is not int:
-        raise MessageError("body: expected [tag, ...]")
-    return fields
-
-
-def _arity(fields: list[Any], n: int) -> None:
-    if len(fields) != n:
-        raise MessageError(f"message tag {fields[0]}: expected {n} fields")
-
-
-def _vote(fields: list[Any], body: bytes, sig: bytes, tag: int, cls: Any) -> Message:
-    if fields[0] != tag:
-        raise MessageError(f"expected tag {tag}")
-    _arity(fields, 5)
-    msg: Message = cls(_uint(fields[1], "view"), _uint(fields[2], "seq"), _digest(fields[3]),
-                       _id(fields[4]), body, sig)
-    return msg
-
-
-def parse_nested(obj: Any, tag: int) -> Any:
-    """Decode a nested ``[body, signature]`` pair that must carry message ``tag``."""
-    body, sig = _split_pair(obj)
-    msg = _decode_body(_fields(body), body, sig)
-    if _TAGS[type(msg)] != tag:
-        raise MessageError(f"nested message: expected tag {tag}")
-    return msg
-
-
-def _parse_prepared(obj: Any) -> PreparedCert:
-    if type(obj) is not list or len(obj) != 2:
-        raise MessageError("prepared certificate: expected [pre_prepare, prepares]")
-    pp = parse_nested(obj[0], PRE_PREPARE)
-    prepares = tuple(parse_nested(p, PREPARE) for p in _list(obj[1], "prepares"))
-    return PreparedCert(pp, prepares)
-
-
-def _decode_body(fields: list[Any], body: bytes, sig: bytes) -> Message:
-    tag = fields[0]
-    if tag == PRE_PREPARE:
-        return _vote(fields, body, sig, PRE_PREPARE, PrePrepare)
-    if tag == PREPARE:
-        return _vote(fields, body, sig, PREPARE, Prepare)
-    if tag == COMMIT:
-        return _vote(fields, body, sig, COMMIT, Commit)
-    if tag == CHECKPOINT:
-        _arity(fields, 4)
-        return Checkpoint(_uint(fields[1], "seq"), _digest(fields[2]), _id(fields[3]), body, sig)
-    if tag == VIEW_CHANGE:
-        _arity(fields, 7)
-        proof = tuple(parse_nested(c, CHECKPOINT) for c in _list(fields[4], "checkpoint proof"))
-        prepared = tuple(_parse_prepared(p) for p in _list(fields[5], "prepared"))
-        return ViewChange(_uint(fields[1], "view"), _uint(fields[2], "stable seq"),
-                          _digest(fields[3]), proof, prepared, _id(fields[6]), body, sig)
-    if tag == NEW_VIEW:
-        _arity(fields, 5)
-        vcs = tuple(parse_nested(v, VIEW_CHANGE) for v in _list(fields[2], "view changes"))
-        pps = tuple(parse_nested(p, PRE_PREPARE) for p in _list(fields[3], "pre-prepares"))
-        return NewView(_uint(fields[1], "view"), vcs, pps, _id(fields[4]), body, sig)
-    if tag == STATUS:
-        _arity(fields, 6)
-        if type(fields[2]) is not bool:
-            raise MessageError("status: active must be bool")
-        return Status(_uint(fields[1], "view"), fields[2], _uint(fields[3], "last delivered"),
-                      _uint(fields[4], "stable seq"), _id(fields[5]), body, sig)
-    if tag == FORWARD:
-        _arity(fields, 3)
-        reqs = _list(fields[1], "requests")
-        if not all(type(r) is bytes for r in reqs):
-            raise MessageError("forward: requests must be bytes")
-        return Forward(tuple(reqs), _id(fields[2]), body, sig)
-    if tag == COMMITTED:
-        _arity(fields, 5)
-        from pienode.consensus.certificate import certificate_from_fields
-
-        if type(fields[2]) is not bytes:
-            raise MessageError("committed: batch must be bytes")
-        cert = certificate_from_fields(fields[3])
-        return Committed(_uint(fields[1], "seq"), fields[2], cert, _id(fields[4]), body, sig)
-    if tag == CHECKPOINT_PROOF:
-        _arity(fields, 5)
-        cps = tuple(parse_nested(c, CHECKPOINT) for c in _list(fields[3], "checkpoints"))
-        return CheckpointProof(_uint(fields[1], "seq"), _digest(fields[2]), cps, _id(fields[4]),
-                               body, sig)
-    if tag == BATCH_FETCH:
-        _arity(fields, 4)
-        return BatchFetch(_uint(fields[1], "seq"), _digest(fields[2]), _id(fields[3]), body, sig)
-    if tag == BATCH_REPLY:
-        _arity(fields, 5)
-        if type(fields[3]) is not bytes:
-            raise MessageError("batch reply: batch must be bytes")
-        return BatchReply(_uint(fields[1], "seq"), _digest(fields[2]), fields[3], _id(fields[4]),
-                          body, sig)
-    raise MessageError(f"unknown message tag {tag}")
-
-
-_TAGS: dict[type, int] = {
-    PrePrepare: PRE_PREPARE, Prepare: PREPARE, Commit: COMMIT, Checkpoint: CHECKPOINT,
-    ViewChange: VIEW_CHANGE, NewView: NEW_VIEW, Status: STATUS, Forward: FORWARD,
-    Committed: COMMITTED, CheckpointProof: CHECKPOINT_PROOF, BatchFetch: BATCH_FETCH,
-    BatchReply: BATCH_REPLY,
-}
-
-
-def decode_message(data: bytes, *, max_bytes: int = MAX_FRAME) -> tuple[Message, bytes | None]:
-    """Decode top-level wire bytes into a message and the batch bytes it carries, if any.
-
-    Raises:
-        MessageError: for anything malformed (signatures are not checked here).
-    """
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    outer = unpack(data, max_bytes)
-    if type(outer) is not list or len(outer) not in (2, 3):
-        raise MessageError("frame: expected [body, signature(, batch)]")
-    body, sig = _split_pair(outer[:2])
-    msg = _decode_body(_fields(body), body, sig)
-    batch_bytes = None
-    if len(outer) == 3:
-        if not isinstance(msg, PrePrepare) or type(outer[2]) is not bytes:
-            raise MessageError("frame: only a pre-prepare carries a batch")
-        batch_bytes = outer[2]
-    return msg, batch_bytes

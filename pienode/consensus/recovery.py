@@ -21,13 +21,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from pienode.consensus.codec import MessageError
+from pienode.consensus.decoding import parse_nested, parse_prepared
 from pienode.consensus.log import Slot
 from pienode.consensus.messages import (
-    CHECKPOINT, NEW_VIEW, PRE_PREPARE, VIEW_CHANGE, Checkpoint, GENESIS_DIGEST, MessageError,
-    NewView, PrePrepare, PreparedCert, Signer, ViewChange, decode_batch, make_commit,
-    make_prepare, pair, parse_nested, prepared_fields,
+    CHECKPOINT, GENESIS_DIGEST, NEW_VIEW, PRE_PREPARE, VIEW_CHANGE, Checkpoint, NewView,
+    PrePrepare, PreparedCert, Signer, ViewChange, decode_batch, make_commit, make_prepare, pair,
+    prepared_fields,
 )
-from pienode.consensus.messages import _parse_prepared  # shared strict parser
 from pienode.encoding import pack, unpack
 from pienode.errors import EncodingError, StorageError
 
@@ -153,7 +154,7 @@ class RecoveredState:
             pp = parse_nested(pp_pair, PRE_PREPARE)
             self.pre_prepares[pp.seq] = (pp, batch_bytes)
         elif key.startswith(PREFIX_PREPARED):
-            cert = _parse_prepared(unpack(value))
+            cert = parse_prepared(unpack(value))
             self.prepared[cert.pre_prepare.seq] = cert
         elif key.startswith(PREFIX_OWN_CHECKPOINT):
             cp = parse_nested(unpack(value), CHECKPOINT)

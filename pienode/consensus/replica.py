@@ -25,12 +25,13 @@ from pienode.consensus.certificate import verify_certificate
 from pienode.consensus.checkpoints import CheckpointLog
 from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.log import Slot
+from pienode.consensus.codec import MessageError, pack
+from pienode.consensus.decoding import decode_message
 from pienode.consensus.messages import (
-    GENESIS_DIGEST, NULL_BATCH, NULL_BATCH_BYTES, NULL_DIGEST, BatchFetch, BatchReply,
-    Checkpoint, CheckpointProof, Commit, Committed, Forward, MessageError, NewView, PrePrepare,
-    Prepare, Status, ViewChange, decode_message, make_batch_fetch,
-    make_batch_reply, make_checkpoint, make_commit, make_forward, make_pre_prepare, make_prepare, make_status, pack,
-    wire,
+    GENESIS_DIGEST, NULL_BATCH, NULL_BATCH_BYTES, NULL_DIGEST, BatchFetch, BatchReply, Checkpoint,
+    CheckpointProof, Commit, Committed, Forward, NewView, PrePrepare, Prepare, Status, ViewChange,
+    make_batch_fetch, make_batch_reply, make_checkpoint, make_commit, make_forward,
+    make_pre_prepare, make_prepare, make_status, wire,
 )
 from pienode.consensus.proposer import Proposer
 from pienode.consensus.recovery import RecoveredState, VoteFloor, rebuild_slots

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from pienode.consensus.certificate import CommitCertificate
 from pienode.consensus.log import Slot
+from pienode.consensus.codec import MessageError
 from pienode.consensus.messages import (
-    Batch, Commit, MessageError, PrePrepare, PreparedCert, Prepare, decode_batch,
+    Batch, Commit, PrePrepare, PreparedCert, Prepare, decode_batch,
 )
 from pienode.encoding import sha256
 

@@ -24,8 +24,9 @@ from pienode.consensus import (
     Broadcast, CancelTimer, Deliver, FetchState, Persist, RecoveredState, Replica, ReplicaConfig,
     Send, SetTimer, TimerId, verify_certificate,
 )
+from pienode.consensus.decoding import decode_message
 from pienode.consensus.messages import (
-    Forward, PrePrepare, decode_message, make_commit, make_pre_prepare, make_prepare, wire, Batch,
+    Forward, PrePrepare, make_commit, make_pre_prepare, make_prepare, wire, Batch,
 )
 from pienode.crypto.keys import PrivateKey
 from pienode.encoding import pack, sha256

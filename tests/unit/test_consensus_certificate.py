@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pienode.consensus import messages as m
+from pienode.consensus.codec import MessageError
 from pienode.consensus.certificate import (
     CommitCertificate, decode_certificate, encode_certificate, verify_certificate,
 )
@@ -42,7 +43,7 @@ def test_quorum_of_real_signatures_verifies() -> None:
 def test_round_trip() -> None:
     c = cert(IDS[1:])
     assert decode_certificate(encode_certificate(c)) == c
-    with pytest.raises(m.MessageError):
+    with pytest.raises(MessageError):
         decode_certificate(b"\x93\x01\x02\x03")
 
 

@@ -5,18 +5,10 @@ from __future__ import annotations
 from pienode.consensus import messages as m
 from pienode.consensus.checkpoints import CheckpointLog, Step
 from pienode.consensus.config import ReplicaConfig
+from tests.consensus_helpers import A, B, cp
 
 CONFIG = ReplicaConfig(node_ids=("r0", "r1", "r2", "r3"), checkpoint_interval=4,
                        watermark_window=8)
-A, B = bytes([0xA]) * 32, bytes([0xB]) * 32
-
-
-def sign(body: bytes) -> bytes:
-    return b"s" + body[-4:]
-
-
-def cp(replica: str, seq: int, digest: bytes = A) -> m.Checkpoint:
-    return m.make_checkpoint(seq, digest, replica, sign)
 
 
 def add(log: CheckpointLog, c: m.Checkpoint, stable: int = 0, executed: int = 100) -> Step:

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pienode.consensus import messages as m
+from pienode.consensus.codec import MessageError
+from pienode.consensus.decoding import decode_message
 from pienode.consensus.certificate import CommitCertificate, certificate_fields
 from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.replica import Replica
@@ -24,7 +26,7 @@ def signer(body: bytes) -> bytes:
 
 
 def roundtrip(msg, batch=None):
-    got, got_batch = m.decode_message(m.wire(msg, batch))
+    got, got_batch = decode_message(m.wire(msg, batch))
     assert got == msg
     assert got_batch == batch
     return got
@@ -64,7 +66,7 @@ def test_batch_encoding_and_null_batch() -> None:
     assert m.NULL_DIGEST == sha256(m.NULL_BATCH.encode())
     assert m.Request(b"tx").id == sha256(b"tx") == m.request_id(b"tx")
     for bad in (pack([1]), pack([-1, []]), pack([1, ["s"]]), b"\xc1", pack([True, []])):
-        with pytest.raises(m.MessageError):
+        with pytest.raises(MessageError):
             m.decode_batch(bad)
 
 
@@ -89,16 +91,16 @@ BAD_FRAMES = [
 
 @pytest.mark.parametrize("frame", BAD_FRAMES)
 def test_malformed_frames_are_refused(frame: bytes) -> None:
-    with pytest.raises(m.MessageError):
-        m.decode_message(frame)
+    with pytest.raises(MessageError):
+        decode_message(frame)
 
 
 def test_non_canonical_outer_frame_is_refused() -> None:
     body = pack([m.PREPARE, 0, 1, D, "a"])
     # msgpack bin 32 header for a short value: valid msgpack, not canonical
     frame = b"\x92" + b"\xc6" + len(body).to_bytes(4, "big") + body + b"\xc4\x01s"
-    with pytest.raises(m.MessageError):
-        m.decode_message(frame)
+    with pytest.raises(MessageError):
+        decode_message(frame)
 
 
 def _replica() -> Replica:

@@ -5,16 +5,7 @@ from __future__ import annotations
 from pienode.consensus import messages as m
 from pienode.consensus import recovery as keys
 from pienode.consensus.recovery import RecoveredState, VoteFloor
-
-A, B = bytes([0xA]) * 32, bytes([0xB]) * 32
-
-
-def sign(body: bytes) -> bytes:
-    return b"s" + body[-4:]
-
-
-def cp(replica: str, seq: int, digest: bytes = A) -> m.Checkpoint:
-    return m.make_checkpoint(seq, digest, replica, sign)
+from tests.consensus_helpers import A, B, cp, sign
 
 
 def test_persisted_items_read_back() -> None:

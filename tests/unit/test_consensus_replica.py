@@ -14,6 +14,7 @@ from pienode.consensus import (
     Send, SetTimer, TimerId,
 )
 from pienode.consensus import messages as m
+from pienode.consensus.decoding import decode_message
 from pienode.consensus.viewchange import compute_reissue
 from pienode.encoding import sha256
 
@@ -253,7 +254,7 @@ def test_restarted_primary_continues_after_its_persisted_sequence_numbers() -> N
 
 def test_crash_restart_of_everyone_resumes_from_persisted_votes() -> None:
     p = Pump(max_batch_count=1)
-    p.drop = lambda s, d, b: m.decode_message(b)[0].__class__ is m.Commit  # commits all lost
+    p.drop = lambda s, d, b: decode_message(b)[0].__class__ is m.Commit  # commits all lost
     p.submit(b"tx-0")
     p.advance(10)
     assert not p.delivered["r0"]
@@ -353,7 +354,7 @@ def _votes(p: Pump, node: str) -> list[object]:
     out = []
     for a in p.actions[node]:
         if isinstance(a, Broadcast):
-            msg, _ = m.decode_message(a.data)
+            msg, _ = decode_message(a.data)
             if isinstance(msg, (m.Prepare, m.Commit, m.ViewChange)):
                 out.append(msg)
     return out
@@ -411,7 +412,7 @@ def test_regression_seed_4224_lost_checkpoints_are_retransmitted() -> None:
     # Every CHECKPOINT was lost once: no replica had a stable checkpoint, so none had a
     # proof to retransmit, and everyone stopped at the high watermark for good.
     p = Pump(checkpoint_interval=2, watermark_window=4, max_batch_count=1)
-    p.drop = lambda s, d, b: isinstance(m.decode_message(b)[0], m.Checkpoint)
+    p.drop = lambda s, d, b: isinstance(decode_message(b)[0], m.Checkpoint)
     for k in range(4):
         p.submit(b"tx-%d" % k)
         p.advance(10)

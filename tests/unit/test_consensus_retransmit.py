@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pienode.consensus import messages as m
+from pienode.consensus.decoding import decode_message
 from pienode.consensus.actions import Send
 from pienode.consensus.certificate import CommitCertificate
 from pienode.consensus.log import Slot
 from pienode.consensus.retransmit import RETRANSMIT_CAP, Budget, catch_up
 from pienode.encoding import sha256
-
-
-def sign(body: bytes) -> bytes:
-    return b"s" + sha256(body)[:8]
+from tests.consensus_helpers import sign
 
 
 def status(last_delivered: int, stable_seq: int = 0, view: int = 0, active: bool = True) -> m.Status:
@@ -32,7 +30,7 @@ def committed_slot(seq: int, view: int = 0) -> Slot:
 
 def kinds(sends: list[Send]) -> list[str]:
     assert all(s.to == "r2" for s in sends)
-    return [type(m.decode_message(s.data)[0]).__name__ for s in sends]
+    return [type(decode_message(s.data)[0]).__name__ for s in sends]
 
 
 def test_budget_allows_twice_the_cap_per_interval_and_resets() -> None:
@@ -61,7 +59,7 @@ def test_a_stalled_peer_gets_committed_batches_then_our_votes() -> None:
     slots = {s: committed_slot(s) for s in (1, 2, 3)}
     out = call(status(1), slots)
     assert kinds(out) == ["Committed", "Committed", "Prepare", "Commit", "Prepare", "Commit"]
-    assert [m.decode_message(s.data)[0].seq for s in out[:2]] == [2, 3]  # type: ignore[union-attr]
+    assert [decode_message(s.data)[0].seq for s in out[:2]] == [2, 3]  # type: ignore[union-attr]
     # In another view (or inactive) our votes are of no use to it.
     assert kinds(call(status(1, view=1), slots)) == ["Committed", "Committed"]
 

@@ -6,12 +6,9 @@ from pienode.consensus import messages as m
 from pienode.consensus import votes
 from pienode.consensus.log import Slot
 from pienode.encoding import sha256
+from tests.consensus_helpers import sign
 
 D1, D2 = bytes([1]) * 32, bytes([2]) * 32
-
-
-def sign(body: bytes) -> bytes:
-    return b"sig:" + body[:8]
 
 
 def pp(view: int = 0, seq: int = 1, digest: bytes = D1, replica: str = "r0") -> m.PrePrepare:
