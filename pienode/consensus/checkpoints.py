@@ -4,7 +4,8 @@ Owns: ``CheckpointLog``: the checkpoints of the window (one per sender and seque
 number), the highest checkpoint each sender announced beyond the window, and our own. It
 answers "does a quorum vouch for a state here?" and "are f+1 replicas beyond our window?",
 and ``add`` turns a new CHECKPOINT into one ``Step``: drop it, take a stable checkpoint,
-or fetch state. Memory is bounded by (L/K + 1) * n messages.
+or fetch state. Memory is bounded by (L/K + 1) * n messages. Also ``StateFetch``: the state
+transfer under way.
 
 Never: carries a step out (the replica does), sends or persists anything.
 """
@@ -24,6 +25,36 @@ class Step:
     drop: str | None = None  # a ``stats`` key: the checkpoint changes nothing
     stable: tuple[int, bytes, tuple[Checkpoint, ...]] | None = None  # (seq, digest, proof)
     fetch: tuple[int, bytes, tuple[str, ...]] | None = None  # (seq, digest, peers) beyond us
+
+
+class StateFetch:
+    """The state transfer we asked the runtime for (§4.3): its target and when we asked.
+
+    Until the runtime answers, the replica delivers nothing. Asking again for no higher a
+    target waits ``retry_ms``, so a stream of far checkpoints does not flood the runtime.
+    """
+
+    def __init__(self, retry_ms: int) -> None:
+        self._retry_ms = retry_ms
+        #: (target seq, asked at ms), or None when no transfer is under way.
+        self.pending: tuple[int, int] | None = None
+
+    def ask(self, target: int, now_ms: int) -> bool:
+        """Record an ask for ``target``; False if one under way already covers it."""
+        if self.pending is not None:
+            old_target, since = self.pending
+            if old_target >= target and now_ms - since < self._retry_ms:
+                return False
+        self.pending = (target, now_ms)
+        return True
+
+    def overdue(self, now_ms: int) -> int | None:
+        """The target of a transfer unanswered for ``retry_ms`` (now given up), or None."""
+        if self.pending is None or now_ms - self.pending[1] < self._retry_ms:
+            return None
+        target = self.pending[0]
+        self.pending = None
+        return target
 
 
 class CheckpointLog:

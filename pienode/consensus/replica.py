@@ -1,11 +1,17 @@
 """The PBFT replica: a pure state machine (Castro-Liskov, OSDI'99 / TOCS'02).
 
-Owns: the protocol state of one replica and every decision it takes: batching client
+Owns: the protocol state of one replica and the order in which it acts: batching client
 requests (primary), the three-phase normal case (§4.2), checkpoints and log truncation
 (§4.3), view changes (§4.4) and the retransmission that keeps lost messages from stalling
-anyone. Each entry point takes the runtime's clock reading ``now_ms`` and returns the
-actions to carry out, in order; at most one ``Persist`` comes first, so our votes reach disk
-before any message that carries them.
+anyone. The decisions themselves live in pure modules it calls with explicit state:
+``votes`` (which votes count, certificates), ``proposer`` (when the primary cuts a batch),
+``checkpoints`` (stable checkpoints, state transfer), ``viewchange`` / ``viewchange_log``
+(view changes), ``retransmit`` (what a stalled peer gets), ``watchdog`` (the request
+timer's verdict), ``recovery`` (what is persisted, the amnesic vote floor).
+
+Each entry point takes the runtime's clock reading ``now_ms`` and returns the actions to
+carry out, in order; at most one ``Persist`` comes first, so our votes reach disk before
+any message that carries them.
 
 Never: imports asyncio, sockets, a clock or a database; raises on a peer's bad message
 (it is discarded and counted in ``stats``). A broken invariant of our own raises.
@@ -22,11 +28,11 @@ from pienode.consensus.actions import (
     Action, Broadcast, CancelTimer, Deliver, FetchState, Persist, Send, SetTimer, TimerId,
 )
 from pienode.consensus.certificate import verify_certificate
-from pienode.consensus.checkpoints import CheckpointLog
-from pienode.consensus.config import ReplicaConfig
-from pienode.consensus.log import Slot
+from pienode.consensus.checkpoints import CheckpointLog, StateFetch
 from pienode.consensus.codec import MessageError, pack
+from pienode.consensus.config import ReplicaConfig
 from pienode.consensus.decoding import decode_message
+from pienode.consensus.log import Slot
 from pienode.consensus.messages import (
     GENESIS_DIGEST, NULL_BATCH, NULL_BATCH_BYTES, NULL_DIGEST, BatchFetch, BatchReply, Checkpoint,
     CheckpointProof, Commit, Committed, Forward, NewView, PrePrepare, Prepare, Status, ViewChange,
@@ -47,7 +53,6 @@ from pienode.errors import ConsensusError
 
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[str, bytes, bytes], bool]
-
 
 
 class Replica:
@@ -83,7 +88,7 @@ class Replica:
         self._proposer = Proposer(config)
         self._watch = PrimaryWatch(config.request_timeout_ms)
         self._timers: dict[TimerId, int] = {}
-        self._fetching: tuple[int, int] | None = None
+        self._fetch = StateFetch(config.fetch_retry_ms)
         self._peer_delivered: dict[str, int] = {}
         self._budget = retransmit.Budget(retransmit.RETRANSMIT_CAP, config.status_interval_ms)
         self._floor = VoteFloor(amnesic)
@@ -177,7 +182,7 @@ class Replica:
         replica drop those from its pending set so they do not trip the request timer.
         """
         self._begin(now_ms)
-        self._fetching = None
+        self._fetch.pending = None
         self._pool.forget(committed_request_ids)
         if seq > self.last_delivered_seq:
             self.last_delivered_seq = seq
@@ -228,9 +233,6 @@ class Replica:
 
     def _broadcast(self, msg: object, batch_bytes: bytes | None = None) -> None:
         self._actions.append(Broadcast(wire(msg, batch_bytes)))
-
-    def _sig_ok(self, replica: str, body: bytes, signature: bytes) -> bool:
-        return self._verifier(replica, body, signature)
 
     def _check_sig(self, msg: object) -> bool:
         if self._verifier(msg.replica, msg.body, msg.signature):  # type: ignore[attr-defined]
@@ -465,7 +467,7 @@ class Replica:
 
     def _try_deliver(self) -> None:
         """Deliver committed batches in sequence order, each exactly once."""
-        if self._fetching is not None:
+        if self._fetch.pending is not None:
             return
         delivered = False
         while True:
@@ -526,17 +528,12 @@ class Replica:
 
     def _on_committed(self, msg: Committed) -> None:
         """A batch with its commit certificate, sent to us because we fell behind."""
-        cert = msg.certificate
-        if msg.seq <= self.last_delivered_seq or cert.seq != msg.seq:
-            self.stats["old_seq"] += 1
+        why = votes.screen_committed(msg, self._slots.get(msg.seq), in_window=self._in_window(msg.seq),
+                                     last_delivered=self.last_delivered_seq)
+        if why is not None:
+            self.stats[why] += 1
             return
-        if not self._in_window(msg.seq):
-            self.stats["out_of_window"] += 1
-            return
-        slot = self._slot(msg.seq)
-        if slot.certificate is not None and cert.digest in slot.batches:
-            self.stats["duplicate"] += 1
-            return
+        cert, slot = msg.certificate, self._slot(msg.seq)
         if not self._check_sig(msg):
             return
         if sha256(msg.batch_bytes) != cert.digest or not verify_certificate(
@@ -590,16 +587,10 @@ class Replica:
         self._maybe_cut()
 
     def _request_fetch(self, target: int, digest: bytes | None, peers: tuple[str, ...]) -> None:
-        if target <= self.last_delivered_seq:
+        if target <= self.last_delivered_seq or not self._fetch.ask(target, self._now):
             return
-        if self._fetching is not None:
-            old_target, since = self._fetching
-            if old_target >= target and self._now - since < self.config.fetch_retry_ms:
-                return
-        self._fetching = (target, self._now)
         self.stats["fetch_state"] += 1
-        peers = tuple(p for p in peers if p != self.node_id)
-        self._actions.append(FetchState(target, digest, peers))
+        self._actions.append(FetchState(target, digest, tuple(p for p in peers if p != self.node_id)))
 
     def _on_checkpoint_proof(self, msg: CheckpointProof) -> None:
         if msg.seq <= self.stable_checkpoint:
@@ -608,7 +599,7 @@ class Replica:
         if not self._check_sig(msg):
             return
         if not checkpoint_proof_ok(msg.seq, msg.state_digest, msg.checkpoints, self.config,
-                                   self._sig_ok):
+                                   self._verifier):
             self.stats["bad_checkpoint_proof"] += 1
             return
         if self._cps.diverges(msg.seq, msg.state_digest):
@@ -630,12 +621,9 @@ class Replica:
                                     self.stable_checkpoint, self.node_id, self._sign))
         if not self.active and self._vcs.own is not None:
             self._broadcast(self._vcs.own)
-        if self._fetching is not None:
-            target, since = self._fetching
-            if self._now - since >= self.config.fetch_retry_ms:
-                self._fetching = None
-                self._request_fetch(target, None, tuple(
-                    r for r in self.config.node_ids if r != self.node_id))
+        overdue = self._fetch.overdue(self._now)
+        if overdue is not None:  # ask anyone this time
+            self._request_fetch(overdue, None, self.config.node_ids)
         if self._stalled:
             slot = self._slots.get(self.last_delivered_seq + 1)
             digest = slot.needed_digest() if slot is not None else None
@@ -718,7 +706,7 @@ class Replica:
         if msg.view < self.view or (msg.view == self.view and self.active):
             self.stats["old_new_view"] += 1
             return
-        checked = new_view_ok(msg, self.config, self._sig_ok, self._vcs.verified)
+        checked = new_view_ok(msg, self.config, self._verifier, self._vcs.verified)
         if checked is None:
             self.stats["bad_new_view"] += 1
             return

@@ -15,7 +15,7 @@ from pienode.consensus.certificate import CommitCertificate
 from pienode.consensus.log import Slot
 from pienode.consensus.codec import MessageError
 from pienode.consensus.messages import (
-    Batch, Commit, PrePrepare, PreparedCert, Prepare, decode_batch,
+    Batch, Commit, Committed, PrePrepare, PreparedCert, Prepare, decode_batch,
 )
 from pienode.encoding import sha256
 
@@ -69,6 +69,20 @@ def screen_commit(c: Commit, slot: Slot | None, *, view: int, in_window: bool) -
         return "out_of_window"
     old = slot.commits.get(c.replica) if slot is not None else None
     if old is not None and old.view >= c.view:
+        return "duplicate"
+    return None
+
+
+def screen_committed(msg: Committed, slot: Slot | None, *, last_delivered: int,
+                     in_window: bool) -> str | None:
+    """Why a COMMITTED (a batch with its commit certificate, for a replica behind) is
+    dropped before its signature and certificate are checked, or None."""
+    cert = msg.certificate
+    if msg.seq <= last_delivered or cert.seq != msg.seq:
+        return "old_seq"
+    if not in_window:
+        return "out_of_window"
+    if slot is not None and slot.certificate is not None and cert.digest in slot.batches:
         return "duplicate"
     return None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pienode.consensus import messages as m
-from pienode.consensus.checkpoints import CheckpointLog, Step
+from pienode.consensus.checkpoints import CheckpointLog, StateFetch, Step
 from pienode.consensus.config import ReplicaConfig
 from tests.consensus_helpers import A, B, cp
 
@@ -51,3 +51,14 @@ def test_f_plus_one_beyond_the_window_means_fetch() -> None:
     assert add(log, cp("r1", 12)) == Step()
     assert add(log, cp("r2", 16)) == Step()
     assert add(log, cp("r3", 12)) == Step(fetch=(12, A, ("r1", "r3")))
+
+
+def test_state_fetch_holds_back_a_repeat_ask_until_retry() -> None:
+    f = StateFetch(retry_ms=1000)
+    assert f.ask(10, 0) and f.pending == (10, 0)
+    assert not f.ask(8, 500)  # covered by the transfer under way
+    assert f.ask(12, 500)  # a higher target goes at once
+    assert not f.ask(12, 1499) and f.ask(12, 1500)
+    assert f.overdue(2499) is None
+    assert f.overdue(2500) == 12 and f.pending is None
+    assert f.overdue(9999) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pienode.consensus import messages as m
 from pienode.consensus import votes
+from pienode.consensus.certificate import CommitCertificate, certificate_fields
 from pienode.consensus.log import Slot
 from pienode.encoding import sha256
 from tests.consensus_helpers import sign
@@ -117,3 +118,19 @@ def test_wanted_digests_include_the_prepared_one() -> None:
     slot.prepared_cert = votes.prepared_certificate(slot, 3)
     slot.pre_prepare = pp(view=1, digest=D2, replica="r1")
     assert votes.wanted_digests(slot) == {D1, D2}
+
+
+def test_committed_screens_old_far_and_duplicate_batches() -> None:
+    cert = CommitCertificate(0, 5, D1, (("r1", b"x"),))
+    msg = m.make_committed(5, b"batch", certificate_fields(cert), cert, "r1", sign)
+    kw = dict(last_delivered=4, in_window=True)
+    assert votes.screen_committed(msg, None, **kw) is None  # type: ignore[arg-type]
+    assert votes.screen_committed(msg, None, last_delivered=5, in_window=True) == "old_seq"
+    assert votes.screen_committed(msg, None, last_delivered=4, in_window=False) == "out_of_window"
+    other = m.make_committed(6, b"batch", certificate_fields(cert), cert, "r1", sign)
+    assert votes.screen_committed(other, None, **kw) == "old_seq"  # certificate for another seq
+    slot = Slot(5)
+    slot.certificate = cert
+    assert votes.screen_committed(msg, slot, **kw) is None  # certified, batch still missing
+    slot.batches[D1] = (m.Batch(1, ()), b"")
+    assert votes.screen_committed(msg, slot, **kw) == "duplicate"
