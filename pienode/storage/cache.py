@@ -25,8 +25,8 @@ from pienode.storage.kv import KVStore, WriteOps
 #: Entries kept before the cache is emptied and starts over (the hot set, certificates of
 #: active users, refills within a block or two).
 DEFAULT_MAX_ENTRIES = 100_000
-#: Written values longer than this are dropped from the cache instead of replacing the
-#: entry (records and blocks are rarely read back on the transaction path).
+#: Values longer than this are not cached: a write drops the entry instead of replacing it,
+#: a read leaves none (records and contract code are rarely read on the transaction path).
 DEFAULT_MAX_VALUE = 512
 
 _MISSING = object()
@@ -58,6 +58,8 @@ class CachedKV:
         self.misses += 1
         gen = self._gen
         value = self.inner.get(key)
+        if value is not None and len(value) > self._max_value:
+            return value  # records and contract code: read rarely, and large
         with self._lock:
             if gen == self._gen:
                 if len(self._items) >= self._max_entries:
