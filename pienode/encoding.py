@@ -30,9 +30,11 @@ _PACKER_KEEP_BYTES = 1 << 20
 def packb(obj: Any) -> bytes:
     """``msgpack.packb(obj, use_bin_type=True)`` through this thread's reusable ``Packer``.
 
-    ``msgpack.packb`` builds a new ``Packer`` (and its buffer) on every call: ~9 us here,
-    more than packing a transaction takes (issue 3). One packer per thread, because a
-    ``Packer`` keeps its buffer between calls and must not be shared by two threads.
+    ``msgpack.packb`` builds a new ``Packer`` (and its buffer) on every call: reusing one
+    saves 0.5-1 us per call here (thread CPU, interleaved runs: 4.9 -> 4.3 us for a
+    transaction, 1.7 -> 0.8 us for a small list), and every strict decode packs once more
+    (issue 3). One packer per thread: a ``Packer`` keeps its buffer between calls and must
+    not be shared by two threads.
     """
     try:
         packer = _local.packer
