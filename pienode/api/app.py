@@ -7,9 +7,6 @@ signature. Registration is the hospital acting as its users' certificate authori
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
 import time
@@ -23,13 +20,14 @@ from pienode.api.download import add_download_routes
 from pienode.api.front import Front
 from pienode.api.render import block_json, jsonable, receipt_json
 from pienode.api.sharing import add_sharing_routes
+from pienode.api.txs import json_object, parse_txs_body, submit_txs
 from pienode.crypto.keys import PublicKey
 from pienode.encoding import unpack
+from pienode.errors import Forbidden, NotFound, PieError, ValidationError
 from pienode.execution import Caller
 from pienode.files.http import RESPONSE_STARTED, add_file_admin_routes, add_file_routes
 from pienode.ledger import keys
 from pienode.ledger.contracts import read_only_call
-from pienode.errors import EncodingError, Forbidden, NotFound, PieError, ValidationError
 from pienode.runtime.node import Node
 
 log = logging.getLogger("pienode.api")
@@ -123,21 +121,6 @@ def make_middleware(node: Node) -> Callable[[web.Request, Handler], Awaitable[we
     return api_middleware
 
 
-def json_object(body: bytes, what: str = "expected a JSON object") -> dict[str, Any]:
-    """Parse a request body that must be one JSON object.
-
-    Raises:
-        EncodingError: malformed JSON, or not an object (``what`` says what was expected).
-    """
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise EncodingError("malformed JSON") from None
-    if not isinstance(doc, dict):
-        raise EncodingError(what)
-    return doc
-
-
 def _hex(value: str, what: str, size: int | None = None) -> bytes:
     try:
         out = bytes.fromhex(value)
@@ -217,88 +200,11 @@ async def _read_txs(request: web.Request) -> list[bytes]:
     return parse_txs_body(body, request.content_type)
 
 
-def parse_txs_body(body: bytes, content_type: str) -> list[bytes]:
-    """The transactions of a ``POST /txs`` body: one msgpack transaction, or JSON
-    ``{"tx": base64}`` / ``{"txs": [base64, ...]}``.
-
-    Raises:
-        EncodingError: for anything else.
-    """
-    if not body:
-        raise EncodingError("empty body: send one msgpack transaction or JSON {\"tx\": base64} / {\"txs\": [...]}")
-    if len(body) > 9 and body.startswith(b'{"tx":"') and body.endswith(b'"}'):
-        # The form clients send one transaction in, without the JSON parser: if the middle
-        # is strict base64 it holds no quote or backslash, so the JSON was exactly this.
-        try:
-            return [base64.b64decode(body[7:-2], validate=True)]
-        except (binascii.Error, ValueError):
-            pass  # the general path below gives the error
-    if content_type == "application/json" or body[:1] in (b"{", b"["):
-        doc = json_object(body, "JSON body must be an object with 'tx' or 'txs'")
-        items = doc.get("txs") if "txs" in doc else [doc.get("tx")]
-        if not isinstance(items, list) or not items or len(items) > 1000:
-            raise EncodingError("'txs' must be a list of 1 to 1000 base64 transactions")
-        out = []
-        for item in items:
-            if not isinstance(item, str):
-                raise EncodingError("each transaction must be a base64 string")
-            try:
-                out.append(base64.b64decode(item, validate=True))
-            except (binascii.Error, ValueError):
-                raise EncodingError("transaction is not valid base64") from None
-        return out
-    return [body]
-
-
 async def post_txs(request: web.Request) -> web.Response:
     node = request.app[NODE]
     datas = await _read_txs(request)
     status, doc = await submit_txs(node, datas, request.query.get("wait", ""), request.query.get("timeout_ms"))
     return web.json_response(doc, status=status)
-
-
-async def submit_txs(node: Node, datas: list[bytes], wait_arg: str, timeout_arg: str | None) -> tuple[int, Any]:
-    """Admit ``datas`` and, if ``wait_arg`` asks, wait for their commits: (HTTP status, JSON
-    document). Shared by the aiohttp route and the lean front (``api.front``).
-
-    Raises:
-        PieError: a single transaction refused (several: each refusal is listed instead).
-    """
-    wait = wait_arg in ("1", "true", "commit")
-    ids: list[bytes] = []
-    errors: list[dict[str, Any]] = []
-    for data in datas:
-        try:
-            ids.append(node.admit(data))
-        except PieError as exc:
-            if len(datas) == 1:
-                raise
-            errors.append(jsonable(exc.to_json()))
-    if not wait:
-        if len(datas) == 1:
-            return 202, {"tx_id": ids[0].hex(), "status": "pending"}
-        return 202, {"tx_ids": [i.hex() for i in ids], "errors": errors}
-    max_wait = node.cfg.api.max_wait_ms
-    try:
-        timeout = min(float(timeout_arg if timeout_arg is not None else max_wait), max_wait) / 1000
-    except ValueError:
-        raise ValidationError("timeout_ms must be a number") from None
-    results = []
-    # Wait for all of them at once: they commit together, mostly in the same block. One
-    # transaction (the common case) is awaited directly, without a task around it.
-    if len(ids) == 1:
-        waits = [await node.wait_committed(ids[0], timeout)]
-    else:
-        waits = await asyncio.gather(*(node.wait_committed(tx_id, timeout) for tx_id in ids))
-    for tx_id, done in zip(ids, waits):
-        if done is None:
-            results.append({"tx_id": tx_id.hex(), "status": "pending"})
-        else:
-            results.append({"tx_id": tx_id.hex(), "status": "committed", "height": done[0],
-                            "receipt": receipt_json(done[1])})
-    if len(datas) == 1:
-        return (200 if results[0]["status"] == "committed" else 202), results[0]
-    return 200, {"results": results, "errors": errors}
 
 
 async def get_tx(request: web.Request) -> web.Response:

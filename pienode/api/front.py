@@ -26,6 +26,7 @@ import logging
 from typing import Any, Callable
 
 from pienode.api.render import jsonable
+from pienode.api.txs import parse_txs_body, submit_txs
 from pienode.errors import PieError
 
 log = logging.getLogger("pienode.api")
@@ -269,8 +270,6 @@ class Front:
 
     async def handle(self, query: str, body: bytes, content_type: str) -> tuple[int, Any]:
         """``POST /txs`` as the aiohttp route answers it, errors mapped as its middleware does."""
-        from pienode.api.app import parse_txs_body, submit_txs
-
         try:
             wait, timeout = _query_args(query)
             status, doc = await submit_txs(self.node, parse_txs_body(body, content_type), wait, timeout)

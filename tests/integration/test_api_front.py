@@ -8,8 +8,6 @@ import base64
 import json
 import time
 
-import pytest
-
 from pienode.api.front import _parse_head
 from pienode.crypto.keys import PrivateKey
 from pienode.identity.certs import UserCert
@@ -99,7 +97,7 @@ async def test_connection_close_is_honoured_and_answers_are_counted(one_node):
     port = int(one_node.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(post(b"garbage", ctype=b"application/octet-stream", extra=b"Connection: close\r\n"))
-    head, body = await read_response(reader)
+    head, _ = await read_response(reader)
     assert head.status == 400 and not head.keep_alive
     assert await asyncio.wait_for(reader.read(), 5) == b""  # the front closed it
     writer.close()
@@ -164,7 +162,7 @@ async def test_other_requests_are_handed_over_on_their_first_bytes(one_node):
 def test_the_one_transaction_json_shortcut_reads_what_the_json_parser_reads():
     """For any body, ``parse_txs_body`` gives what parsing the JSON then the base64 gives
     (or refuses what that refuses), shortcut or not."""
-    from pienode.api.app import parse_txs_body
+    from pienode.api.txs import parse_txs_body
     from pienode.errors import EncodingError
 
     def by_the_book(body: bytes):
