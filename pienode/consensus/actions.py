@@ -1,6 +1,7 @@
 """What a replica asks its runtime to do: the only output of the state machine.
 
-Owns: the action dataclasses and ``TimerId``.
+Owns: the action dataclasses, ``TimerId``, and ``Outbox``, where a replica collects the
+actions of one entry point.
 Never: performs any of them (no I/O here; the runtime carries actions out in list order).
 """
 
@@ -10,7 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from pienode.consensus.certificate import CommitCertificate
-from pienode.consensus.messages import Batch
+from pienode.consensus.messages import Batch, wire
 
 
 class TimerId(enum.Enum):
@@ -82,3 +83,41 @@ class FetchState:
 
 
 Action = Send | Broadcast | SetTimer | CancelTimer | Persist | Deliver | FetchState
+
+
+class Outbox:
+    """The actions of one entry point in order, and the writes of its leading ``Persist``
+    (one synced batch before anything is sent); and the deadline of every armed timer, kept
+    across entry points so that a stale or early firing is told from a due one."""
+
+    def __init__(self) -> None:
+        #: The runtime's clock reading at the current entry point.
+        self.now = 0
+        self.actions: list[Action] = []
+        self.writes: list[tuple[bytes, bytes | None]] = []
+        self.timers: dict[TimerId, int] = {}
+
+    def begin(self, now_ms: int) -> None:
+        self.now = now_ms
+        self.actions = []
+        self.writes = []
+
+    def finish(self) -> list[Action]:
+        actions = self.actions
+        if self.writes:
+            actions.insert(0, Persist(tuple(self.writes)))
+        self.actions = []
+        self.writes = []
+        return actions
+
+    def set_timer(self, timer: TimerId, delay_ms: int) -> None:
+        delay_ms = max(1, int(delay_ms))
+        self.timers[timer] = self.now + delay_ms
+        self.actions.append(SetTimer(timer, delay_ms))
+
+    def cancel_timer(self, timer: TimerId) -> None:
+        if self.timers.pop(timer, None) is not None:
+            self.actions.append(CancelTimer(timer))
+
+    def broadcast(self, msg: object, batch_bytes: bytes | None = None) -> None:
+        self.actions.append(Broadcast(wire(msg, batch_bytes)))

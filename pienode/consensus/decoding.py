@@ -83,7 +83,8 @@ def _decode_body(fields: list[Any], body: bytes, sig: bytes) -> Message:
         return _vote(fields, body, sig, COMMIT, Commit)
     if tag == CHECKPOINT:
         _arity(fields, 4)
-        return Checkpoint(uint(fields[1], "seq"), digest(fields[2]), replica_id(fields[3]), body, sig)
+        return Checkpoint(uint(fields[1], "seq"), digest(fields[2]), replica_id(fields[3]), body,
+                          sig)
     if tag == VIEW_CHANGE:
         _arity(fields, 7)
         proof = tuple(parse_nested(c, CHECKPOINT) for c in as_list(fields[4], "checkpoint proof"))
@@ -116,17 +117,18 @@ def _decode_body(fields: list[Any], body: bytes, sig: bytes) -> Message:
     if tag == CHECKPOINT_PROOF:
         _arity(fields, 5)
         cps = tuple(parse_nested(c, CHECKPOINT) for c in as_list(fields[3], "checkpoints"))
-        return CheckpointProof(uint(fields[1], "seq"), digest(fields[2]), cps, replica_id(fields[4]),
-                               body, sig)
+        return CheckpointProof(uint(fields[1], "seq"), digest(fields[2]), cps,
+                               replica_id(fields[4]), body, sig)
     if tag == BATCH_FETCH:
         _arity(fields, 4)
-        return BatchFetch(uint(fields[1], "seq"), digest(fields[2]), replica_id(fields[3]), body, sig)
+        return BatchFetch(uint(fields[1], "seq"), digest(fields[2]), replica_id(fields[3]), body,
+                          sig)
     if tag == BATCH_REPLY:
         _arity(fields, 5)
         if type(fields[3]) is not bytes:
             raise MessageError("batch reply: batch must be bytes")
-        return BatchReply(uint(fields[1], "seq"), digest(fields[2]), fields[3], replica_id(fields[4]),
-                          body, sig)
+        return BatchReply(uint(fields[1], "seq"), digest(fields[2]), fields[3],
+                          replica_id(fields[4]), body, sig)
     raise MessageError(f"unknown message tag {tag}")
 
 

@@ -45,7 +45,8 @@ class Proposer:
                      self.queue_since_ms + cfg.batch_max_wait_ms)
         return max(0, due_at - now_ms)
 
-    def batch(self, payloads: list[bytes], now_ms: int, last_delivered_ts: int) -> tuple[int, Batch]:
+    def batch(self, payloads: list[bytes], now_ms: int,
+              last_delivered_ts: int) -> tuple[int, Batch]:
         """The next sequence number and the batch of ``payloads``, timestamped later than
         any batch we proposed or delivered (block times only grow)."""
         ts = max(now_ms, self.last_ts + 1, last_delivered_ts + 1)

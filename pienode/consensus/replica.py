@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 from pienode.consensus import recovery as keys
 from pienode.consensus import retransmit, votes
 from pienode.consensus.actions import (
-    Action, Broadcast, CancelTimer, Deliver, FetchState, Persist, Send, SetTimer, TimerId,
+    Action, Broadcast, Deliver, FetchState, Outbox, Send, TimerId,
 )
 from pienode.consensus.certificate import verify_certificate
 from pienode.consensus.checkpoints import CheckpointLog, StateFetch
@@ -87,7 +87,6 @@ class Replica:
         self._pool = RequestPool(config.max_pending_requests, config.recent_request_ids)
         self._proposer = Proposer(config)
         self._watch = PrimaryWatch(config.request_timeout_ms)
-        self._timers: dict[TimerId, int] = {}
         self._fetch = StateFetch(config.fetch_retry_ms)
         self._peer_delivered: dict[str, int] = {}
         self._budget = retransmit.Budget(retransmit.RETRANSMIT_CAP, config.status_interval_ms)
@@ -96,9 +95,7 @@ class Replica:
         self._stalled = False
         self._started = False
         self._pending_vc: int | None = None
-        self._now = 0
-        self._actions: list[Action] = []
-        self._writes: list[tuple[bytes, bytes | None]] = []
+        self._out = Outbox()
         if restored is not None:
             self._restore(restored)
 
@@ -129,13 +126,13 @@ class Replica:
     def start(self, now_ms: int) -> list[Action]:
         """Arm the periodic timers (any other entry point does this on first use)."""
         self._begin(now_ms)
-        return self._finish()
+        return self._out.finish()
 
     def submit(self, request_payload: bytes, now_ms: int) -> list[Action]:
         """A client request reached this node (directly or gossiped by a peer node)."""
         self._begin(now_ms)
         self._add_request(request_payload)
-        return self._finish()
+        return self._out.finish()
 
     def on_message(self, sender_id: str, data: bytes, now_ms: int) -> list[Action]:
         """Wire bytes from the authenticated peer ``sender_id``. Never raises on bad input."""
@@ -144,17 +141,17 @@ class Replica:
             self._dispatch(sender_id, data)
         except MessageError:
             self.stats["decode"] += 1
-        return self._finish()
+        return self._out.finish()
 
     def on_timeout(self, timer: TimerId, now_ms: int) -> list[Action]:
         self._begin(now_ms)
-        deadline = self._timers.pop(timer, None)
+        deadline = self._out.timers.pop(timer, None)
         if deadline is None:
             self.stats["stale_timer"] += 1
         elif now_ms + 1 < deadline:
             # A firing of an earlier arming that was already queued when we re-armed it.
             self.stats["early_timer"] += 1
-            self._set_timer(timer, deadline - now_ms)
+            self._out.set_timer(timer, deadline - now_ms)
         elif timer is TimerId.STATUS:
             self._status_tick()
         elif timer is TimerId.BATCH:
@@ -165,14 +162,14 @@ class Replica:
             if not self.active:
                 self._vcs.failures += 1
                 self._start_view_change(self.view + 1)
-        return self._finish()
+        return self._out.finish()
 
     def on_executed(self, seq: int, state_digest: bytes, now_ms: int) -> list[Action]:
         """The runtime executed batch ``seq``; ``state_digest`` is the resulting block hash."""
         self._begin(now_ms)
         self.last_executed_seq = max(self.last_executed_seq, seq)
         self._own_checkpoint(seq, state_digest)
-        return self._finish()
+        return self._out.finish()
 
     def on_state_transferred(self, seq: int, state_digest: bytes, now_ms: int,
                              committed_request_ids: Iterable[bytes] = ()) -> list[Action]:
@@ -190,21 +187,19 @@ class Replica:
             self._own_checkpoint(seq, state_digest)
             self._watch.view_started_ms = now_ms  # fresh grace period for pending requests
         self._try_deliver()
-        return self._finish()
+        return self._out.finish()
 
     # ---- plumbing ------------------------------------------------------------------------
 
     def _begin(self, now_ms: int) -> None:
-        self._now = now_ms
-        self._actions = []
-        self._writes = []
+        self._out.begin(now_ms)
         if not self._started:
             self._started = True
             self._watch.view_started_ms = now_ms
-            self._set_timer(TimerId.STATUS, self.config.status_interval_ms)
-            self._writes.append((keys.KEY_LAYOUT, pack(keys.LAYOUT_VERSION)))
+            self._out.set_timer(TimerId.STATUS, self.config.status_interval_ms)
+            self._out.writes.append((keys.KEY_LAYOUT, pack(keys.LAYOUT_VERSION)))
             if not self.active and self._vcs.own is not None:
-                self._actions.append(Broadcast(wire(self._vcs.own)))
+                self._out.actions.append(Broadcast(wire(self._vcs.own)))
                 self._check_view_change_quorum()
             if self._pending_vc is not None:
                 self._start_view_change(self._pending_vc)
@@ -213,26 +208,6 @@ class Replica:
                 self._request_fetch(self.stable_checkpoint, self._stable_digest,
                                     tuple(c.replica for c in self._stable_proof))
             self._try_deliver()
-
-    def _finish(self) -> list[Action]:
-        actions = self._actions
-        if self._writes:
-            actions.insert(0, Persist(tuple(self._writes)))
-        self._actions = []
-        self._writes = []
-        return actions
-
-    def _set_timer(self, timer: TimerId, delay_ms: int) -> None:
-        delay_ms = max(1, int(delay_ms))
-        self._timers[timer] = self._now + delay_ms
-        self._actions.append(SetTimer(timer, delay_ms))
-
-    def _cancel_timer(self, timer: TimerId) -> None:
-        if self._timers.pop(timer, None) is not None:
-            self._actions.append(CancelTimer(timer))
-
-    def _broadcast(self, msg: object, batch_bytes: bytes | None = None) -> None:
-        self._actions.append(Broadcast(wire(msg, batch_bytes)))
 
     def _check_sig(self, msg: object) -> bool:
         if self._verifier(msg.replica, msg.body, msg.signature):  # type: ignore[attr-defined]
@@ -296,23 +271,23 @@ class Replica:
         if len(payload) > self.config.max_request_bytes or len(payload) > self.config.max_batch_bytes:
             self.stats["request_too_large"] += 1
             return
-        reason = self._pool.add(payload, self._now, self.is_primary)
+        reason = self._pool.add(payload, self._out.now, self.is_primary)
         if reason is not None:
             self.stats[reason] += 1
             return
-        if self.active and TimerId.REQUEST not in self._timers:
-            self._set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
+        if self.active and TimerId.REQUEST not in self._out.timers:
+            self._out.set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
         if self.is_primary:
-            self._proposer.last_arrival_ms = self._now
+            self._proposer.last_arrival_ms = self._out.now
             self._maybe_cut()
 
     def _batch_timer(self) -> None:
-        wait = self._proposer.timer_wait(self._now)
+        wait = self._proposer.timer_wait(self._out.now)
         if wait == 0 or not self.is_primary:
             self._proposer.batch_due = True
             self._maybe_cut()
         else:
-            self._set_timer(TimerId.BATCH, wait)
+            self._out.set_timer(TimerId.BATCH, wait)
 
     def _maybe_cut(self) -> None:
         """Cut batches while the pipeline and watermarks allow (§4.2, §4.3)."""
@@ -329,21 +304,21 @@ class Replica:
                 self._propose(payloads)
         if not pool.queue:
             prop.batch_due = False
-            self._cancel_timer(TimerId.BATCH)
-        elif not prop.batch_due and TimerId.BATCH not in self._timers:
-            prop.queue_since_ms = self._now
-            self._set_timer(TimerId.BATCH, cfg.batch_timeout_ms)
+            self._out.cancel_timer(TimerId.BATCH)
+        elif not prop.batch_due and TimerId.BATCH not in self._out.timers:
+            prop.queue_since_ms = self._out.now
+            self._out.set_timer(TimerId.BATCH, cfg.batch_timeout_ms)
 
     def _propose(self, payloads: list[bytes]) -> None:
-        seq, batch = self._proposer.batch(payloads, self._now, self._last_delivered_ts)
+        seq, batch = self._proposer.batch(payloads, self._out.now, self._last_delivered_ts)
         batch_bytes = batch.encode()
         digest = sha256(batch_bytes)
         pp = make_pre_prepare(self.view, seq, digest, self.node_id, self._sign)
         slot = self._slot(seq)
         slot.pre_prepare = pp
         slot.batches[digest] = (batch, batch_bytes)
-        self._writes.append(keys.pre_prepare_item(pp, batch_bytes))
-        self._broadcast(pp, batch_bytes)
+        self._out.writes.append(keys.pre_prepare_item(pp, batch_bytes))
+        self._out.broadcast(pp, batch_bytes)
         self._check_prepared(slot)
 
     def _request_timeout(self) -> None:
@@ -352,18 +327,18 @@ class Replica:
         oldest = self._pool.oldest()
         if oldest is None or not self.active:
             return
-        verdict = self._watch.check(*oldest, len(self._pool), self._now)
+        verdict = self._watch.check(*oldest, len(self._pool), self._out.now)
         if verdict.overdue and not self.is_primary:
-            overdue = self._pool.overdue(self._now - self.config.request_timeout_ms, limit=1000)
+            overdue = self._pool.overdue(self._out.now - self.config.request_timeout_ms, limit=1000)
             if overdue:
-                self._actions.append(
-                    Send(self.primary, wire(make_forward(tuple(overdue), self.node_id, self._sign))))
+                forward = make_forward(tuple(overdue), self.node_id, self._sign)
+                self._out.actions.append(Send(self.primary, wire(forward)))
         if verdict.reason is not None:
             self.stats["request_timeout_view_change"] += 1
             self.stats[verdict.reason] += 1
             self._start_view_change(self.view + 1)
             return
-        self._set_timer(TimerId.REQUEST, verdict.recheck_ms)
+        self._out.set_timer(TimerId.REQUEST, verdict.recheck_ms)
 
     # ---- normal case (§4.2) --------------------------------------------------------------
 
@@ -390,7 +365,8 @@ class Replica:
             self.stats[batch] += 1
             return
         if msg.seq > self.last_delivered_seq and not votes.timestamp_ok(
-                batch.timestamp_ms, self._last_delivered_ts, self._now, self.config.max_clock_skew_ms):
+                batch.timestamp_ms, self._last_delivered_ts, self._out.now,
+                self.config.max_clock_skew_ms):
             self.stats["bad_timestamp"] += 1
             return
         slot = self._slot(msg.seq)
@@ -402,11 +378,11 @@ class Replica:
     def _accept_pre_prepare(self, slot: Slot, pp: PrePrepare, batch_bytes: bytes | None) -> None:
         """Record ``pp`` durably and send our PREPARE for it (backups only)."""
         slot.pre_prepare = pp
-        self._writes.append(keys.pre_prepare_item(pp, batch_bytes))
+        self._out.writes.append(keys.pre_prepare_item(pp, batch_bytes))
         if pp.replica != self.node_id and self._may_vote(pp.view):
             prepare = make_prepare(pp.view, pp.seq, pp.digest, self.node_id, self._sign)
             slot.prepares[self.node_id] = prepare
-            self._broadcast(prepare)
+            self._out.broadcast(prepare)
 
     def _on_prepare(self, msg: Prepare) -> None:
         why = votes.screen_prepare(msg, self._slots.get(msg.seq), view=self.view,
@@ -432,9 +408,9 @@ class Replica:
             return
         slot.prepared_cert = cert
         slot.commit_sent_view = self.view
-        self._writes.append(keys.prepared_item(cert))
+        self._out.writes.append(keys.prepared_item(cert))
         commit = make_commit(pp.view, pp.seq, pp.digest, self.node_id, self._sign)
-        self._broadcast(commit)
+        self._out.broadcast(commit)
         self._add_commit(slot, commit)
 
     def _on_commit(self, msg: Commit) -> None:
@@ -481,29 +457,30 @@ class Replica:
                 self._ask_batch(slot, cert.digest)
                 break
             batch = entry[0]
-            self._actions.append(Deliver(seq, cert.view, batch, cert.digest, cert))
+            self._out.actions.append(Deliver(seq, cert.view, batch, cert.digest, cert))
             self.last_delivered_seq = seq
-            self._watch.delivered(len(batch.requests), self._now)
+            self._watch.delivered(len(batch.requests), self._out.now)
             delivered = True
             if not batch.is_null:
                 self._last_delivered_ts = max(self._last_delivered_ts, batch.timestamp_ms)
                 self._pool.delivered(batch.requests)
         if delivered:
             if not self._pool.pending:
-                self._cancel_timer(TimerId.REQUEST)
+                self._out.cancel_timer(TimerId.REQUEST)
             self._maybe_cut()
 
     def _ask_batch(self, slot: Slot, digest: bytes) -> None:
         if digest == NULL_DIGEST:
             slot.batches[digest] = (NULL_BATCH, NULL_BATCH_BYTES)
             return
-        if slot.fetch_asked_ms >= 0 and self._now - slot.fetch_asked_ms < self.config.status_interval_ms:
+        now = self._out.now
+        if slot.fetch_asked_ms >= 0 and now - slot.fetch_asked_ms < self.config.status_interval_ms:
             return
-        slot.fetch_asked_ms = self._now
-        self._broadcast(make_batch_fetch(slot.seq, digest, self.node_id, self._sign))
+        slot.fetch_asked_ms = now
+        self._out.broadcast(make_batch_fetch(slot.seq, digest, self.node_id, self._sign))
 
     def _allow(self, peer: str, count: int = 1) -> bool:
-        if self._budget.allow(peer, self._now, count):
+        if self._budget.allow(peer, self._out.now, count):
             return True
         self.stats["retransmit_budget"] += 1
         return False
@@ -514,7 +491,7 @@ class Replica:
         if entry is None or not self._check_sig(msg) or not self._allow(msg.replica):
             return
         reply = make_batch_reply(msg.seq, msg.digest, entry[1], self.node_id, self._sign)
-        self._actions.append(Send(msg.replica, wire(reply)))
+        self._out.actions.append(Send(msg.replica, wire(reply)))
 
     def _on_batch_reply(self, msg: BatchReply) -> None:
         slot = self._slots.get(msg.seq)
@@ -528,8 +505,9 @@ class Replica:
 
     def _on_committed(self, msg: Committed) -> None:
         """A batch with its commit certificate, sent to us because we fell behind."""
-        why = votes.screen_committed(msg, self._slots.get(msg.seq), in_window=self._in_window(msg.seq),
-                                     last_delivered=self.last_delivered_seq)
+        why = votes.screen_committed(msg, self._slots.get(msg.seq),
+                                     last_delivered=self.last_delivered_seq,
+                                     in_window=self._in_window(msg.seq))
         if why is not None:
             self.stats[why] += 1
             return
@@ -554,12 +532,13 @@ class Replica:
             return
         cp = make_checkpoint(seq, state_digest, self.node_id, self._sign)
         self._cps.own[seq] = cp
-        self._writes.append(keys.own_checkpoint_item(cp))
-        self._broadcast(cp)
+        self._out.writes.append(keys.own_checkpoint_item(cp))
+        self._out.broadcast(cp)
         self._add_checkpoint(cp)
 
     def _add_checkpoint(self, cp: Checkpoint) -> None:
-        step = self._cps.add(cp, stable_seq=self.stable_checkpoint, high_watermark=self.high_watermark,
+        step = self._cps.add(cp, stable_seq=self.stable_checkpoint,
+                             high_watermark=self.high_watermark,
                              last_executed=self.last_executed_seq, config=self.config)
         if step.drop is not None:
             self.stats[step.drop] += 1
@@ -578,7 +557,7 @@ class Replica:
         gone = [s for s in self._slots if s <= seq]
         for s in gone:
             del self._slots[s]
-        self._writes += keys.stable_items(seq, digest, proof, gone,
+        self._out.writes += keys.stable_items(seq, digest, proof, gone,
                                           self._cps.truncate(seq, self.high_watermark))
         if self._proposer.next_seq <= seq:
             self._proposer.next_seq = seq + 1
@@ -587,10 +566,11 @@ class Replica:
         self._maybe_cut()
 
     def _request_fetch(self, target: int, digest: bytes | None, peers: tuple[str, ...]) -> None:
-        if target <= self.last_delivered_seq or not self._fetch.ask(target, self._now):
+        if target <= self.last_delivered_seq or not self._fetch.ask(target, self._out.now):
             return
         self.stats["fetch_state"] += 1
-        self._actions.append(FetchState(target, digest, tuple(p for p in peers if p != self.node_id)))
+        peers = tuple(p for p in peers if p != self.node_id)
+        self._out.actions.append(FetchState(target, digest, peers))
 
     def _on_checkpoint_proof(self, msg: CheckpointProof) -> None:
         if msg.seq <= self.stable_checkpoint:
@@ -614,14 +594,14 @@ class Replica:
     # ---- retransmission ------------------------------------------------------------------
 
     def _status_tick(self) -> None:
-        self._set_timer(TimerId.STATUS, self.config.status_interval_ms)
+        self._out.set_timer(TimerId.STATUS, self.config.status_interval_ms)
         self._stalled = self.last_delivered_seq == self._delivered_at_tick
         self._delivered_at_tick = self.last_delivered_seq
-        self._broadcast(make_status(self.view, self.active, self.last_delivered_seq,
-                                    self.stable_checkpoint, self.node_id, self._sign))
+        self._out.broadcast(make_status(self.view, self.active, self.last_delivered_seq,
+                                        self.stable_checkpoint, self.node_id, self._sign))
         if not self.active and self._vcs.own is not None:
-            self._broadcast(self._vcs.own)
-        overdue = self._fetch.overdue(self._now)
+            self._out.broadcast(self._vcs.own)
+        overdue = self._fetch.overdue(self._out.now)
         if overdue is not None:  # ask anyone this time
             self._request_fetch(overdue, None, self.config.node_ids)
         if self._stalled:
@@ -642,12 +622,13 @@ class Replica:
         to = msg.replica
         behind_view = msg.view < self.view or (msg.view == self.view and not msg.active)
         if self.active and behind_view and self._vcs.new_view is not None and self._allow(to):
-            self._actions.append(Send(to, wire(self._vcs.new_view)))
+            self._out.actions.append(Send(to, wire(self._vcs.new_view)))
         if not stalled or not self._allow(to, 0):
             return
-        self._actions.extend(retransmit.catch_up(
-            msg, slots=self._slots, own_checkpoints=self._cps.own, stable_seq=self.stable_checkpoint,
-            stable_digest=self._stable_digest, stable_proof=self._stable_proof,
+        self._out.actions.extend(retransmit.catch_up(
+            msg, slots=self._slots, own_checkpoints=self._cps.own,
+            stable_seq=self.stable_checkpoint, stable_digest=self._stable_digest,
+            stable_proof=self._stable_proof,
             last_delivered=self.last_delivered_seq, view=self.view, active=self.active,
             node_id=self.node_id, signer=self._sign, allow=lambda: self._allow(to)))
 
@@ -663,13 +644,13 @@ class Replica:
         self.active = False
         self._pool.stop_primary()
         self._proposer.batch_due = False
-        self._cancel_timer(TimerId.BATCH)
-        self._cancel_timer(TimerId.REQUEST)
-        self._cancel_timer(TimerId.VIEW_CHANGE)
+        self._out.cancel_timer(TimerId.BATCH)
+        self._out.cancel_timer(TimerId.REQUEST)
+        self._out.cancel_timer(TimerId.VIEW_CHANGE)
         vc = build_view_change(new_view, self._slots, self.stable_checkpoint, self._stable_digest,
                                self._stable_proof, self.node_id, self._sign)
-        self._writes += keys.view_change_items(vc)
-        self._broadcast(vc)
+        self._out.writes += keys.view_change_items(vc)
+        self._out.broadcast(vc)
         self._vcs.started(vc)
         self.stats["view_change_started"] += 1
         self._check_view_change_quorum()
@@ -692,14 +673,14 @@ class Replica:
         # so a replica that is alone cannot race through views; the timeout doubles per
         # failed attempt.
         if (self._vcs.wanting(self.view) >= self.config.quorum
-                and TimerId.VIEW_CHANGE not in self._timers):
-            self._set_timer(TimerId.VIEW_CHANGE, self._vcs.timeout_ms())
+                and TimerId.VIEW_CHANGE not in self._out.timers):
+            self._out.set_timer(TimerId.VIEW_CHANGE, self._vcs.timeout_ms())
         same = self._vcs.for_view(self.view)
         own = self._vcs.own
         if len(same) >= self.config.quorum and self.primary == self.node_id and own is not None:
             nv, base, reissue = build_new_view(self.view, own, same, self.config.quorum,
                                                self.node_id, self._sign)
-            self._broadcast(nv)
+            self._out.broadcast(nv)
             self._enter_new_view(nv, base, reissue)
 
     def _on_new_view(self, msg: NewView) -> None:
@@ -717,10 +698,10 @@ class Replica:
         self.view = nv.view
         self.active = True
         self._vcs.entered(nv)
-        self._watch.view_started_ms = self._now
+        self._watch.view_started_ms = self._out.now
         self._pool.forwarded.clear()
-        self._cancel_timer(TimerId.VIEW_CHANGE)
-        self._writes += keys.new_view_items(nv)
+        self._out.cancel_timer(TimerId.VIEW_CHANGE)
+        self._out.writes += keys.new_view_items(nv)
         self.stats["new_view"] += 1
         if base.stable_seq > self.stable_checkpoint:
             self._make_stable(base.stable_seq, base.stable_digest, base.checkpoint_proof)
@@ -745,7 +726,7 @@ class Replica:
             self._proposer.last_ts = newest_timestamp(self._slots, self._proposer.last_ts)
             self._maybe_cut()
         if self._pool.pending:
-            self._set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
+            self._out.set_timer(TimerId.REQUEST, self.config.request_timeout_ms)
         self._try_deliver()
 
     # ---- recovery ------------------------------------------------------------------------

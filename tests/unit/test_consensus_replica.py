@@ -389,7 +389,7 @@ def test_wiped_node_abstains_in_views_it_may_have_voted_in_then_rejoins() -> Non
 def test_a_queued_firing_of_a_rearmed_timer_is_not_taken_early() -> None:
     p = Pump()
     r = p.replicas["r1"]
-    deadline = r._timers[TimerId.STATUS]
+    deadline = r._out.timers[TimerId.STATUS]
     out = r.on_timeout(TimerId.STATUS, deadline - 100)
     assert out == [SetTimer(TimerId.STATUS, 100)] and r.stats["early_timer"] == 1
     assert any(isinstance(a, Broadcast) for a in r.on_timeout(TimerId.STATUS, deadline))
