@@ -49,6 +49,9 @@ class NetConfig:
         max_inflight_requests: requests from one peer served concurrently; more wait
             (the reader stops reading that peer). Answers count against the queue bounds.
         network_id: bound into the handshake, so two consortia never link by mistake.
+        view_channels: channels whose received payloads are handed over as read-only
+            memoryviews of their frame instead of copied into bytes (the files channel:
+            its handlers take any bytes-like payload; a pushed upload is not copied).
     """
 
     max_frame: int = 4 * MIB
@@ -63,6 +66,7 @@ class NetConfig:
     backoff_max: float = 2.0
     max_inflight_requests: int = 32
     network_id: str = "pie"
+    view_channels: frozenset[int] = frozenset({CHANNEL_FILES})
 
     def __post_init__(self) -> None:
         if self.max_frame < 64 * KIB or self.max_frame >= 1 << 32:

@@ -2,7 +2,11 @@
 
 Owns: the link's two send queues (priority for consensus, bulk for the rest), the writer
 that coalesces waiting messages into one sealed frame per write, the reader that opens and
-dispatches frames, keepalive, the link's outstanding requests, and its clean shutdown.
+dispatches frames (cut from the socket by ``pienode.net.reader.FrameReader``, which takes the
+connection over from the handshake's streams), keepalive, the link's outstanding requests,
+and its clean shutdown. Payloads on the files channel arrive as read-only memoryviews of
+their decrypted frame (``NetConfig.view_channels``): a pushed upload is never copied out of
+the frame it came in.
 
 Never: raises into the event loop because of what a peer sent (a bad frame is logged in one
 line, counted, and closes this link only); logs a payload, a key or a plaintext; blocks the
@@ -33,7 +37,6 @@ from pienode.net.frames import (
     KIND_PING,
     KIND_REQUEST,
     KIND_RESPONSE,
-    LENGTH_SIZE,
     TAG_SIZE,
     FrameCipher,
     FrameError,
@@ -42,11 +45,13 @@ from pienode.net.frames import (
     max_payload,
 )
 from pienode.net.handshake import SessionKeys
+from pienode.net.reader import FrameReader, LinkEnd
 
 log = logging.getLogger("pienode.net")
 
 OnMessage = Callable[[str, int, bytes], "Awaitable[None] | None"]
-OnRequest = Callable[[str, int, bytes], Awaitable[bytes]]
+#: Payloads on ``NetConfig.view_channels`` are read-only memoryviews, others bytes.
+OnRequest = Callable[[str, int, "bytes | memoryview"], Awaitable[bytes]]
 
 _MAX_ERROR_TEXT = 300
 WRITE_BUFFER_HIGH = 1024 * 1024
@@ -82,6 +87,7 @@ class Link:
         self.outbound = outbound
         self._node_id = node_id
         self._reader, self._writer = reader, writer
+        self._frames: FrameReader | None = None
         self._sealer = FrameCipher(keys.send_key)
         self._opener = FrameCipher(keys.recv_key)
         self._cfg, self._stats = config, stats
@@ -109,7 +115,16 @@ class Link:
     def start(self) -> None:
         # A larger write buffer lets the next frame be sealed while the last one is still
         # going out; drain() still bounds it.
-        self._writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        transport = self._writer.transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        self._frames = FrameReader(transport, max_frame=self._cfg.max_frame,  # type: ignore[arg-type]
+                                   min_frame=TAG_SIZE + HEADER_SIZE, queue_bytes=self._cfg.max_frame)
+        # What the handshake's reader already holds past the handshake is the first frames'
+        # (asyncio keeps it in ``_buffer``; there is no public way to take it).
+        leftover = bytes(self._reader._buffer)
+        self._reader._buffer.clear()
+        self._frames.take_over(leftover, eof=self._reader._eof or self._reader.exception() is not None
+                               or transport.is_closing())
         name = f"{self._node_id}->{self.peer_id}"
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"net-read {name}"),
@@ -207,7 +222,8 @@ class Link:
         finally:
             self._pending.pop(request_id, None)
 
-    def _next_record(self) -> tuple[bytes, int]:
+    def _next_record(self) -> tuple[list[bytes], int, int]:
+        """(the parts of the next record, its size, how many messages it holds)."""
         parts: list[bytes] = []
         size = count = 0
         for queue in (self._hi, self._lo):
@@ -227,10 +243,11 @@ class Link:
                 count += 1
             if self._hi or size >= self._coalesce:
                 break  # a waiting consensus message goes in the next frame, ahead of bulk
-        return b"".join(parts), count
+        return parts, size, count
 
     async def _write_loop(self) -> None:
-        writer, stats = self._writer, self._stats
+        transport, stats, frames = self._writer.transport, self._stats, self._frames
+        assert frames is not None
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -238,14 +255,14 @@ class Link:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                record, count = self._next_record()
-                frame = self._sealer.seal(record)
-                writer.write(len(frame).to_bytes(LENGTH_SIZE, "big") + frame)
+                parts, size, count = self._next_record()
+                frame = self._sealer.seal_framed(parts, size)
+                transport.write(frame)
                 stats.frames_out += 1
                 stats.messages_out += count
-                stats.bytes_out += LENGTH_SIZE + len(frame)
+                stats.bytes_out += len(frame)
                 self._last_sent = loop.time()
-                await writer.drain()  # back-pressure: a slow peer fills its queue, not our RAM
+                await frames.drain()  # back-pressure: a slow peer fills its queue, not our RAM
         except asyncio.CancelledError:
             raise
         except (ConnectionError, OSError) as exc:
@@ -262,35 +279,27 @@ class Link:
         self.close(f"bad frame: {why}", abort=True)
 
     async def _read_loop(self) -> None:
-        reader, stats, max_frame = self._reader, self._stats, self._cfg.max_frame
+        frames, stats, views = self._frames, self._stats, self._cfg.view_channels
+        assert frames is not None
         loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    prefix = await reader.readexactly(LENGTH_SIZE)
-                except asyncio.IncompleteReadError as exc:
-                    if exc.partial:
-                        self._bad_frame("truncated length prefix")
+                    frame = await frames.next_frame()
+                except LinkEnd as end:
+                    if end.bad:
+                        self._bad_frame(end.why)
                     else:
-                        self.close("peer closed the link")
-                    return
-                length = int.from_bytes(prefix, "big")
-                if length > max_frame:
-                    self._bad_frame(f"oversized frame ({length} > {max_frame} bytes)")
-                    return
-                if length < TAG_SIZE + HEADER_SIZE:
-                    self._bad_frame("undersized frame")
-                    return
-                try:
-                    frame = await reader.readexactly(length)
-                except asyncio.IncompleteReadError:
-                    self._bad_frame("truncated frame")
+                        self.close(end.why, abort=end.why != "peer closed the link")
                     return
                 stats.frames_in += 1
-                stats.bytes_in += LENGTH_SIZE + length
+                stats.bytes_in += 4 + len(frame)
                 self._last_recv = loop.time()
-                record = self._opener.open(frame)
-                for kind, channel, request_id, payload in iter_record(record):
+                if isinstance(frame, bytearray):  # a large frame, in a buffer of its own
+                    record: bytes | memoryview = self._opener.open_in_place(frame)
+                else:
+                    record = self._opener.open(frame)
+                for kind, channel, request_id, payload in iter_record(record, views):
                     stats.messages_in += 1
                     if kind == KIND_MESSAGE:
                         # The hot path (PBFT traffic): a plain call, awaiting only what the
@@ -306,8 +315,6 @@ class Link:
             raise
         except FrameError as exc:
             self._bad_frame(exc.message)
-        except (ConnectionError, OSError) as exc:
-            self.close(f"read failed: {type(exc).__name__}", abort=True)
         except Exception as exc:  # never let a link take the loop down
             log.error("%s: link to %s: reader failed: %s", self._node_id, self.peer_id, type(exc).__name__)
             self.close("reader error", abort=True)
@@ -316,7 +323,7 @@ class Link:
         self._stats.handler_errors += 1
         log.error("%s: on_message from %s failed: %s", self._node_id, self.peer_id, type(exc).__name__)
 
-    def _deliver(self, channel: int, payload: bytes) -> Awaitable[object] | None:
+    def _deliver(self, channel: int, payload: bytes | memoryview) -> Awaitable[object] | None:
         if self._on_message is None:
             return None
         try:
@@ -336,7 +343,7 @@ class Link:
         except Exception as exc:
             self._handler_failed(exc)
 
-    async def _dispatch(self, kind: int, channel: int, request_id: int, payload: bytes) -> None:
+    async def _dispatch(self, kind: int, channel: int, request_id: int, payload: bytes | memoryview) -> None:
         if kind == KIND_REQUEST:
             self._stats.requests_in += 1
             await self._inflight.acquire()  # bounded concurrency; waiting here slows the peer
@@ -350,11 +357,11 @@ class Link:
             elif kind == KIND_RESPONSE:
                 future.set_result(payload)
             else:
-                text = payload[:_MAX_ERROR_TEXT].decode("utf-8", "replace")
+                text = bytes(payload[:_MAX_ERROR_TEXT]).decode("utf-8", "replace")
                 future.set_exception(RemoteRequestError(text, peer=self.peer_id))
         # KIND_PING: receiving it already refreshed _last_recv.
 
-    async def _serve(self, channel: int, request_id: int, payload: bytes) -> None:
+    async def _serve(self, channel: int, request_id: int, payload: bytes | memoryview) -> None:
         try:
             if self._on_request is None:
                 kind, answer = KIND_ERROR, b"no request handler"
