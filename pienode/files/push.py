@@ -42,6 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from pienode.buffers import Parts
 from pienode.encoding import pack, unpack
 from pienode.errors import FileStoreError, PieError
 from pienode.files.cid import CID, CODECS
@@ -53,7 +54,8 @@ SID_SIZE = 16
 _HEAD = struct.Struct(">B16sH")
 _ENTRY = struct.Struct(">B32sI")
 
-RequestFn = Callable[[str, bytes, float], Awaitable[bytes]]
+#: ``await request(peer, payload, timeout) -> answer``: a push frame goes as ``Parts``.
+RequestFn = Callable[[str, "bytes | Parts", float], Awaitable[bytes]]
 FetchFn = Callable[[list[CID], Sequence[str]], Awaitable[dict[CID, bytes]]]
 Block = tuple[CID, "bytes | memoryview"]
 
@@ -79,12 +81,18 @@ class PushConfig:
     max_session_bytes: int = 4 << 30
 
 
+def push_parts(sid: bytes, blocks: Sequence[Block]) -> Parts:
+    """One push frame carrying ``blocks`` (whose CIDs the caller computed from their bytes),
+    as its header and the blocks where they lie: the peer link seals them into its frame
+    without a joined copy (issue 7)."""
+    head = [_HEAD.pack(PUSH_MAGIC, sid, len(blocks))]
+    head += [_ENTRY.pack(cid.codec, cid.digest, len(data)) for cid, data in blocks]
+    return Parts([b"".join(head), *(data for _, data in blocks)])
+
+
 def encode_push(sid: bytes, blocks: Sequence[Block]) -> bytes:
-    """One push frame carrying ``blocks`` (whose CIDs the caller computed from their bytes)."""
-    parts: list[bytes | memoryview] = [_HEAD.pack(PUSH_MAGIC, sid, len(blocks))]
-    parts += [_ENTRY.pack(cid.codec, cid.digest, len(data)) for cid, data in blocks]
-    parts += [data for _, data in blocks]
-    return b"".join(parts)
+    """``push_parts`` joined: one push frame as bytes."""
+    return bytes(push_parts(sid, blocks))
 
 
 def decode_push(payload: bytes) -> tuple[bytes, list[tuple[CID, memoryview]]]:
@@ -196,7 +204,7 @@ class PushReplication:
         for group in groups:
             if not self._live:
                 return
-            payload = encode_push(self.sid, group)
+            payload = push_parts(self.sid, group)
             for peer in list(self._live):
                 sem = self._sems[peer]
                 if sem.locked():
@@ -213,7 +221,7 @@ class PushReplication:
                 task.add_done_callback(self._tasks.discard)
                 self.bytes_sent += len(payload)
 
-    async def _push(self, peer: str, payload: bytes, sem: asyncio.Semaphore) -> None:
+    async def _push(self, peer: str, payload: Parts, sem: asyncio.Semaphore) -> None:
         try:
             answer = await asyncio.wait_for(
                 self._request(peer, payload, self.cfg.timeout), self.cfg.timeout + 1.0

@@ -15,6 +15,7 @@ Typical use by the node runtime::
     await net.stop()
 """
 
+from pienode.buffers import Parts
 from pienode.net.config import (
     CHANNEL_CONSENSUS,
     CHANNEL_FILES,
@@ -33,6 +34,7 @@ from pienode.net.frames import FrameError
 from pienode.net.network import PeerNetwork
 
 __all__ = [
+    "Parts",
     "CHANNEL_CONSENSUS",
     "CHANNEL_FILES",
     "CHANNEL_SYNC",

@@ -23,14 +23,14 @@ same bytes on the wire as the one-shot calls, which small records keep using.
 
 from __future__ import annotations
 
-import ctypes
 import struct
-from typing import Callable, Iterator
+from typing import Iterator
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pienode.buffers import scratch
 from pienode.errors import NetError
 
 LENGTH_SIZE = 4
@@ -53,22 +53,6 @@ LARGE_RECORD = 64 * 1024
 
 class FrameError(NetError):
     """A frame or record from the peer that does not parse or does not authenticate."""
-
-
-def _uninitialized_allocator() -> Callable[[int], bytearray]:
-    try:
-        fn = ctypes.pythonapi.PyByteArray_FromStringAndSize
-    except AttributeError:  # not CPython
-        return bytearray
-    fn.restype = ctypes.py_object
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-    return lambda n: fn(None, n)  # type: ignore[no-any-return]
-
-
-#: ``scratch(n)``: a bytearray of ``n`` bytes whose contents are left as they were in memory
-#: (``bytearray(n)`` zero-fills, which costs more than the AES-GCM on a large frame). Only for
-#: a buffer every byte of which is written before any is read: a received frame, a sealed one.
-scratch = _uninitialized_allocator()
 
 
 def max_payload(max_frame: int) -> int:
@@ -136,7 +120,7 @@ class FrameCipher:
     def seal(self, record: bytes) -> bytes:
         return self._aead.encrypt(self._next_nonce(), record, None)
 
-    def seal_framed(self, parts: list[bytes | memoryview], size: int) -> bytearray:
+    def seal_framed(self, parts: list[bytes | bytearray | memoryview], size: int) -> bytearray:
         """The next frame as it goes on the wire: the length prefix, then the record made of
         ``parts`` (``size`` bytes in all) sealed. A large record is encrypted part by part
         into the frame (no joined copy of it is ever made)."""

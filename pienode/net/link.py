@@ -21,6 +21,7 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable
 
+from pienode.buffers import Parts
 from pienode.errors import PieError
 from pienode.net.config import (
     PRIORITY_CHANNELS,
@@ -95,8 +96,8 @@ class Link:
         self._max_payload = max_payload(config.max_frame)
         self._max_record = config.max_frame - TAG_SIZE
         self._coalesce = min(config.coalesce_bytes, self._max_record)
-        self._hi: deque[tuple[bytes, bytes]] = deque()
-        self._lo: deque[tuple[bytes, bytes]] = deque()
+        self._hi: deque[tuple[bytes, bytes | Parts]] = deque()
+        self._lo: deque[tuple[bytes, bytes | Parts]] = deque()
         self._hi_bytes = 0
         self._lo_bytes = 0
         self._wakeup = asyncio.Event()
@@ -170,7 +171,7 @@ class Link:
     # ---- sending ---------------------------------------------------------------------
 
     def enqueue(
-        self, kind: int, channel: int, request_id: int, payload: bytes, *, force: bool = False
+        self, kind: int, channel: int, request_id: int, payload: bytes | Parts, *, force: bool = False
     ) -> bool:
         """Queue one message without blocking. False (and a counted drop) if the queue is full.
 
@@ -206,7 +207,7 @@ class Link:
         """(priority, bulk) messages waiting to be written."""
         return len(self._hi), len(self._lo)
 
-    async def request(self, channel: int, payload: bytes, timeout: float) -> bytes:
+    async def request(self, channel: int, payload: bytes | Parts, timeout: float) -> bytes:
         """Send a request on this link and wait for its response (see ``PeerNetwork.request``)."""
         if self._closed:
             raise PeerUnavailable("link closed", peer=self.peer_id)
@@ -222,9 +223,9 @@ class Link:
         finally:
             self._pending.pop(request_id, None)
 
-    def _next_record(self) -> tuple[list[bytes], int, int]:
+    def _next_record(self) -> tuple[list[bytes | bytearray | memoryview], int, int]:
         """(the parts of the next record, its size, how many messages it holds)."""
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray | memoryview] = []
         size = count = 0
         for queue in (self._hi, self._lo):
             while queue:
@@ -238,7 +239,10 @@ class Link:
                 else:
                     self._lo_bytes -= len(payload)
                 parts.append(header)
-                parts.append(payload)
+                if isinstance(payload, Parts):
+                    parts += payload.parts
+                else:
+                    parts.append(payload)
                 size += item
                 count += 1
             if self._hi or size >= self._coalesce:

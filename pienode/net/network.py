@@ -22,6 +22,7 @@ import random
 import socket
 from typing import Mapping
 
+from pienode.buffers import Parts
 from pienode.crypto.keys import PrivateKey, PublicKey
 from pienode.net.config import (
     NetConfig,
@@ -204,7 +205,7 @@ class PeerNetwork:
         self._dialers.clear()
         self._links.clear()
 
-    def _check(self, channel: int, payload: bytes) -> None:
+    def _check(self, channel: int, payload: bytes | Parts) -> None:
         if not 0 <= channel <= 255:
             raise ValueError(f"channel must be 0..255, not {channel}")
         if len(payload) > self._max_payload:
@@ -232,8 +233,10 @@ class PeerNetwork:
         """``send`` to every genesis peer; returns how many accepted the message."""
         return sum(self.send(peer_id, channel, payload) for peer_id in self._peers)
 
-    async def request(self, peer_id: str, channel: int, payload: bytes, timeout: float) -> bytes:
-        """Ask one peer and wait for its answer.
+    async def request(self, peer_id: str, channel: int, payload: bytes | Parts, timeout: float) -> bytes:
+        """Ask one peer and wait for its answer. ``payload`` may be ``Parts`` (sent back to
+        back, never joined); on a channel of ``NetConfig.view_channels`` the answer is a
+        read-only memoryview.
 
         Raises:
             PeerUnavailable: no live link, or the link dropped before the answer came.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from pienode.net.frames import scratch
+from pienode.buffers import scratch
 
 #: Staging buffer for small frames (and length prefixes); a frame larger than half of it
 #: gets a buffer of its own, filled straight from the socket.

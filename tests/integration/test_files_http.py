@@ -160,6 +160,7 @@ async def test_other_hospital_serves_and_upload_waits_for_replication(tmp_path: 
 
     def requester(me: str):
         async def request(peer: str, payload: bytes, timeout: float) -> bytes:
+            payload = bytes(payload)  # the link sends Parts back to back
             if peer in down:
                 raise NetError("link down", peer=peer)
             return await exchanges[peer].handle_request(me, payload)
@@ -206,6 +207,7 @@ async def test_serves_from_peer_without_local_copy(tmp_path: Path) -> None:
     exchanges: dict[str, BlockExchange] = {}
 
     async def req_from_b(peer: str, payload: bytes, timeout: float) -> bytes:
+        payload = bytes(payload)  # the link sends Parts back to back
         return await exchanges["a"].handle_request("b", payload)
 
     exchanges["a"] = BlockExchange(sa, req_from_b, lambda: [], node_id="a")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -137,3 +138,18 @@ def test_rechunker_any_split_same_cid() -> None:
         out += r.feed(p)
     assert [len(c) for c in out] == [CHUNK_SIZE, CHUNK_SIZE]
     assert r.flush() == data[2 * CHUNK_SIZE :]
+
+
+@pytest.mark.parametrize("piece", [1000, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 7, 3 * CHUNK_SIZE + 5])
+def test_rechunker_chunks_keep_their_bytes_after_later_feeds(piece: int) -> None:
+    """Straddling chunks are filled in buffers of their own: one handed out earlier must
+    never change when later pieces arrive (a reused buffer would)."""
+    data = os.urandom(5 * CHUNK_SIZE + 123)
+    r = Rechunker()
+    out = []
+    for i in range(0, len(data), piece):
+        out += r.feed(data[i : i + piece])
+    tail = r.flush()
+    assert tail == data[5 * CHUNK_SIZE :]
+    assert [bytes(c) for c in out] == [data[i : i + CHUNK_SIZE] for i in range(0, 5 * CHUNK_SIZE, CHUNK_SIZE)]
+    assert r.flush() is None

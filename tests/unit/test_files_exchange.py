@@ -37,6 +37,7 @@ class FakeNet:
 
     def requester(self, me: str):
         async def request(peer: str, payload: bytes, timeout: float) -> bytes:
+            payload = bytes(payload)  # the link sends Parts back to back
             self.asked.append((me, peer))
             if peer in self.down:
                 raise NetError("link down", peer=peer)

@@ -51,6 +51,7 @@ class Net:
 
     def requester(self, me: str):
         async def request(peer: str, payload: bytes, timeout: float) -> bytes:
+            payload = bytes(payload)  # the link sends Parts back to back
             if peer in self.down:
                 raise NetError("link down", peer=peer)
             if payload[:1] == b"\xc1":

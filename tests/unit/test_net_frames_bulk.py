@@ -19,8 +19,8 @@ from pienode.net.frames import (
     FrameError,
     encode_header,
     iter_record,
-    scratch,
 )
+from pienode.buffers import scratch
 from pienode.net.reader import STAGE_SIZE, FrameReader, LinkEnd
 
 KEY = bytes(range(32))
