@@ -262,3 +262,32 @@ async def test_admin_routes_ls_stat_pin_gc_verify(tmp_path: Path) -> None:
         await cl.post("/files/gc")
         assert (await cl.get(f"/files/{cb}")).status == 404
     store.close()
+
+
+async def test_large_upload_reads_in_big_pieces_then_gives_the_connection_its_read_size_back(tmp_path: Path) -> None:
+    """While a large body streams in, the socket is read 1 MiB at a time (fewer copies at
+    ingest); the next request on the same keep-alive connection reads at asyncio's size."""
+    from pienode.files import http as files_http
+
+    store = PackStore(tmp_path / "files")
+    app = web.Application()
+    add_file_routes(app, lambda: store, max_bytes=16 * CHUNK_SIZE)
+    seen: list[int] = []
+
+    async def read_size(request: web.Request) -> web.Response:
+        seen.append(request.transport.max_size)  # type: ignore[union-attr]
+        return web.json_response({})
+
+    app.router.add_get("/read-size", read_size)
+    data = random.Random(5).randbytes(files_http.UPLOAD_RECV_SIZE * 3 + 77)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        body = await _upload(c, data)
+        assert body["cid"] == str(cid_of_bytes(data))
+        r = await c.get("/read-size")
+        assert r.status == 200
+        r = await c.get(f"/files/{body['cid']}")
+        assert await r.read() == data
+    store.close()
+    import asyncio
+
+    assert seen == [asyncio.selector_events._SelectorSocketTransport.max_size]
