@@ -53,25 +53,22 @@ async def test_a_tampered_chunk_or_cid_goes_the_node_checked_way_and_leaves_no_f
         return await orig(s, cid, size, dek, out)
 
     monkeypatch.setattr(download, "decrypt_from_store", spy)  # emr calls it through the module
-    real_decrypt = transfer._decrypt_parts
-
+    real_decrypt = download.decrypt_buffer_to_file
     flipped: list[int] = []
 
-    def flip_then_decrypt(f, parts, dek):  # the lean path's copy fails to authenticate
-        if flipped:
-            return real_decrypt(f, parts, dek)
-        bad = bytearray(b"".join(parts))
+    def flip_then_decrypt(ciphertext, dek, output, *, expect_cid=None):  # a damaged copy
+        bad = bytearray(ciphertext)
         bad[len(bad) // 2] ^= 1
         flipped.append(len(bad))
-        return real_decrypt(f, [bad], dek)
+        return real_decrypt(bad, dek, output, expect_cid=expect_cid)
 
     out = rn.tmp / "t.bin"
     async with Session(rn.pat, rn.url) as s:
-        monkeypatch.setattr(transfer, "_decrypt_parts", flip_then_decrypt)
+        monkeypatch.setattr(download, "decrypt_buffer_to_file", flip_then_decrypt)
         got = await emr.fetch(s, rn.rec["record_id"], out)
         assert got["via"] == "own key" and out.read_bytes() == rn.src.read_bytes()
         assert calls == [rn.rec["cid"]] and flipped
-        monkeypatch.setattr(transfer, "_decrypt_parts", real_decrypt)
+        monkeypatch.setattr(download, "decrypt_buffer_to_file", real_decrypt)
         real_check = transfer.CidCheck
         made: list[str] = []
 
