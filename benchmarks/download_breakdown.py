@@ -18,6 +18,7 @@ import asyncio
 import functools
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -111,10 +112,9 @@ def _node_cpu(pid: int) -> float:
     return total / 1e9
 
 
-async def run(directory: Path, runs: int, size: int) -> dict[str, Any]:
+async def _runs(directory: Path, runs: int, size: int, work: Path) -> list[tuple[float, float, float]]:
     nodes = cluster.read_cluster(directory.resolve())["nodes"]
     urls = [n["api"] for n in nodes]
-    work = Path(tempfile.mkdtemp(prefix="pie-dlbreak-"))
     tag = os.urandom(3).hex()
     pat_w = await _register(urls[0], work / "pat", "patient", "Breakdown Patient")
     doc_w = await _register(urls[1 % len(urls)], work / "doc", "physician", "Breakdown Physician")
@@ -146,6 +146,15 @@ async def run(directory: Path, runs: int, size: int) -> dict[str, Any]:
                 _cpu[name].append(c)
             for name, at in _marks.items():
                 _wall["at " + name].append(at - t0)
+    return totals
+
+
+async def run(directory: Path, runs: int, size: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="pie-dlbreak-"))
+    try:
+        totals = await _runs(directory, runs, size, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     med = statistics.median
     return {
         "runs": runs, "bytes": size,
