@@ -203,16 +203,22 @@ class Node:
             self.driver.submit(data)
         return tx_id
 
-    def _admit(self, data: bytes, *, gossip: bool) -> tuple[bytes, bool]:
+    def _admit(self, data: bytes, *, gossip: bool, view: StateOverlay | None = None,
+               now: int | None = None) -> tuple[bytes, bool]:
         """Validate and add to the mempool: (id, whether it is new there). The caller hands
         new ones to the consensus driver.
+
+        Args:
+            view, now: the committed view and clock reading to check against (a gossip frame
+                passes one of each for all its transactions, checked without a pause).
 
         Raises:
             EncodingError, ValidationError, ReplayError, MempoolFull: for the submitter.
         """
         try:
             checked = check_transaction(
-                data, genesis=self.genesis, state=self.committed_view(), now_ms=now_ms(), caches=self.tx_caches
+                data, genesis=self.genesis, state=view if view is not None else self.committed_view(),
+                now_ms=now if now is not None else now_ms(), caches=self.tx_caches
             )
         except PieError as exc:
             self.metrics.txs_refused.labels(type(exc).__name__).inc()
@@ -263,11 +269,12 @@ class Node:
             log.warning("discarded malformed gossip from %s", peer)
             return
         fresh: list[bytes] = []
+        view, now = self.committed_view(), now_ms()
         for data in txs:
             if not isinstance(data, bytes):
                 continue
             try:
-                if self._admit(data, gossip=False)[1]:
+                if self._admit(data, gossip=False, view=view, now=now)[1]:
                     fresh.append(data)
             except PieError:
                 pass  # already committed, expired or invalid: the primary won't order it from us
