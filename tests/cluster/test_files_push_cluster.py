@@ -36,6 +36,8 @@ async def test_kill_9_of_the_receiving_node_mid_upload(cluster: Cluster) -> None
     origin = 1  # hospital-2 pushes to hospital-1, the first other hospital in id order
     replica = c.index_of("hospital-1")
     sent = 0
+    # The push goes to the first *linked* other hospital: wait until that is hospital-1.
+    wait_for(lambda: c.status(origin)["peers_connected"] == 3, 60, "hospital-2 linked to all")
 
     async def endless() -> AsyncIterator[bytes]:
         nonlocal sent
