@@ -26,7 +26,7 @@ from pienode.execution.runtime import (
 )
 from pienode.execution.values import export_value, import_value
 
-KEY_RE = re.compile(r"^[A-Za-z0-9_.:/@+=-]*$")
+KEY_RE = re.compile(r"[A-Za-z0-9_.:/@+=-]*")
 INDEX_NAMES = frozenset({"patient", "hospital", "type"})
 MAX_SCAN = 1000
 _CB = T.CTX_BYTES_PER_STEP
@@ -73,7 +73,7 @@ class Ctx:
             raise BadStateAccess("state keys are str")
         if len(key) > self._limits.max_key_len or (not key and not prefix):
             raise BadStateAccess(f"state key length must be 1..{self._limits.max_key_len}")
-        if not KEY_RE.match(key) or ".." in key or key.startswith("/"):
+        if not KEY_RE.fullmatch(key) or ".." in key or key.startswith("/"):
             raise BadStateAccess(f"bad state key {key[:40]!r} (allowed: A-Z a-z 0-9 _ . : / "
                                  "@ + = -, no '..', no leading '/')")
         return self._prefix + key.encode("ascii")

@@ -32,7 +32,7 @@ MAX_SOURCE_BYTES = 64 * 1024
 MAX_AST_NODES = 20_000
 MAX_AST_DEPTH = 60
 MAX_INT_LITERAL_BITS = 4096
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 _STMTS = (
     ast.FunctionDef, ast.Return, ast.Delete, ast.Assign, ast.AugAssign, ast.AnnAssign,
@@ -384,7 +384,7 @@ def validate(source: str, name: str) -> ContractCode:
     Raises:
         ContractRefused: naming the first offending line and rule.
     """
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise _refuse(0, f"bad contract name {name!r} (want [a-z][a-z0-9_]{{0,63}})",
                       "contract-name")
     _, entries = parse_checked(source)

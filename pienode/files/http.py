@@ -66,7 +66,7 @@ class UploadReplication(Protocol):
 RESPONSE_STARTED: "web.RequestKey[bool] | str" = (
     web.RequestKey("response_started", bool) if hasattr(web, "RequestKey") else "response_started"
 )
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -86,7 +86,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """
     if header is None:
         return None
-    m = _RANGE.match(header.strip())
+    m = _RANGE.fullmatch(header.strip())
     if m is None:
         return None
     first, last = m.group(1), m.group(2)

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
 SenderClass = Literal["node", "user", "consortium"]
 
-ID_RE = re.compile(r"^[a-z]{1,12}-[0-9a-f]{8,64}$")
-CID_RE = re.compile(r"^b[a-z2-7]{20,120}$")
-SUMMARY_FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+ID_RE = re.compile(r"[a-z]{1,12}-[0-9a-f]{8,64}")
+CID_RE = re.compile(r"b[a-z2-7]{20,120}")
+SUMMARY_FIELD_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 #: Summary fields that would identify a person; the summary must stay non-identifying.
 IDENTIFYING_FIELDS = frozenset(
     {"name", "first_name", "last_name", "full_name", "ssn", "social_security_number", "address",
@@ -91,7 +91,7 @@ def _apply_register(ctx: "ExecContext", tx: Transaction) -> Any:
         cert.check(ctx.genesis.node(tx.sender).public_key)
     except ValidationError as exc:
         raise TxRejected("bad_cert", str(exc)) from None
-    if not ID_RE.match(cert.user_id):
+    if not ID_RE.fullmatch(cert.user_id):
         raise TxRejected("bad_cert", "malformed user id")
     expected = ctx.genesis.role_levels.get(cert.role)
     if expected is None or cert.security_level != expected:
@@ -153,7 +153,7 @@ def check_summary(summary: dict[str, Any]) -> None:
     if len(summary) > 32:
         raise ValidationError("summary has more than 32 fields")
     for k, v in summary.items():
-        if not SUMMARY_FIELD_RE.match(k):
+        if not SUMMARY_FIELD_RE.fullmatch(k):
             raise ValidationError(f"summary field {k!r} must be lower_snake_case, at most 32 characters")
         if k in IDENTIFYING_FIELDS:
             raise ValidationError(f"summary field {k!r} would identify the patient; it belongs in the encrypted record")
@@ -165,12 +165,12 @@ def check_summary(summary: dict[str, Any]) -> None:
             raise ValidationError(f"summary field {k!r} is out of range")
 
 
-RECORD_ID_RE = re.compile(r"^rec-[0-9a-f]{32}$")
+RECORD_ID_RE = re.compile(r"rec-[0-9a-f]{32}")
 
 
 def check_version_fields(body: dict[str, Any]) -> None:
     """The fields every record version carries (upload and rotation)."""
-    if not CID_RE.match(body["cid"]):
+    if not CID_RE.fullmatch(body["cid"]):
         raise ValidationError("cid must be a base32 CIDv1 string")
     if body["size"] < 0:
         raise ValidationError("size must not be negative")
@@ -186,7 +186,7 @@ def check_version_fields(body: dict[str, Any]) -> None:
 
 def _check_upload(body: dict[str, Any]) -> None:
     require_fields(body, UPLOAD_SPEC)
-    if not RECORD_ID_RE.match(body["record_id"]):
+    if not RECORD_ID_RE.fullmatch(body["record_id"]):
         raise ValidationError("record_id must be 'rec-' and 32 hex digits")
     check_version_fields(body)
     check_summary(body["summary"])

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pienode.ledger.executor import ExecContext
 
 REKEY_CONTRACT = "rekey_request"
-GRANT_ID_RE = re.compile(r"^g-[0-9a-f]{32}$")
+GRANT_ID_RE = re.compile(r"g-[0-9a-f]{32}")
 
 
 def grant_key(grant_id: str) -> bytes:
@@ -81,7 +81,7 @@ GRANT_SPEC: dict[str, tuple[Any, bool]] = {
 
 def _check_grant(body: dict[str, Any]) -> None:
     require_fields(body, GRANT_SPEC)
-    if not GRANT_ID_RE.match(body["grant_id"]):
+    if not GRANT_ID_RE.fullmatch(body["grant_id"]):
         raise ValidationError("grant_id must be 'g-' and 32 hex digits")
     if not 1 <= len(body["kfrags"]) <= 64 or not all(isinstance(k, bytes) and len(k) <= 2048 for k in body["kfrags"]):
         raise ValidationError("kfrags must be one sealed fragment per hospital node")

@@ -38,7 +38,7 @@ def test_worker_pool_signs_the_same_set_in_order() -> None:
 
 
 def test_fake_cid_is_a_base32_cidv1() -> None:
-    assert CID_RE.match(fake_cid(b"x"))
+    assert CID_RE.fullmatch(fake_cid(b"x"))
     assert fake_cid(b"x") != fake_cid(b"y")
 
 
