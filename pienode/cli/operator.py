@@ -13,6 +13,7 @@ from pienode.cli import cluster
 from pienode.cli.client import NodeClient
 from pienode.cli.common import emit, run_command, table
 from pienode.errors import PieError
+from pienode.ledger.kinds import CID_RE
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -211,7 +212,11 @@ def _cmd_files(args: argparse.Namespace) -> int:
         "stat": ("GET", "/files/{cid}/stat"), "pin": ("PUT", "/files/{cid}/pin"),
         "unpin": ("DELETE", "/files/{cid}/pin"),
     }[action]
-    path = path.format(cid=getattr(args, "cid", ""))
+    cid = getattr(args, "cid", "")
+    if action in ("stat", "pin", "unpin") and not CID_RE.fullmatch(cid):
+        # The CID becomes part of the URL path: refuse it here rather than send "../x".
+        raise PieError(f"CID wants a base32 CIDv1, 'b' and 20 to 120 of a-z2-7, not {cid!r}")
+    path = path.format(cid=cid)
 
     async def go() -> Any:
         async with NodeClient(args.node, timeout_s=3600) as c:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,18 @@ from pienode.cli.common import emit, run_command, table
 from pienode.errors import PieError
 from pienode.cli.wallet import Wallet
 from pienode.identity.levels import ROLES
-from pienode.ledger.kinds import RECORD_ID_RE
+from pienode.ledger.kinds import ID_RE, RECORD_ID_RE
+from pienode.ledger.tx import TX_ID_RE
+
+_USER_ID = "a user id, a lowercase prefix, '-' and 8 to 64 lowercase hex digits"
+#: The id arguments checked before anything is sent, with the ledger's own patterns:
+#: (argparse dest, flag, pattern, what the flag wants).
+ID_ARGS: tuple[tuple[str, str, re.Pattern[str], str], ...] = (
+    ("record", "--record", RECORD_ID_RE, "a record id, 'rec-' and 32 lowercase hex digits"),
+    ("request", "--request", TX_ID_RE, "a request id, 64 lowercase hex digits (as `pie requests` lists it)"),
+    ("patient", "--patient", ID_RE, _USER_ID),
+    ("requester", "--for", ID_RE, _USER_ID),
+)
 
 
 def default_node() -> str:
@@ -278,12 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_ids(args: argparse.Namespace) -> None:
+    """Refuse a malformed id (record, request, user) before any request is sent or any file
+    is written: the node could only answer "not found" or "unknown user", which hides the typo.
+
+    Raises:
+        PieError: naming the first malformed flag, what it wants and what it got.
+    """
+    for dest, flag, pattern, wants in ID_ARGS:
+        value = getattr(args, dest, None)
+        if value is not None and not pattern.fullmatch(value):
+            raise PieError(f"{flag} wants {wants}, not {value!r}")
+
+
 def _run(args: argparse.Namespace) -> Any:
-    """Refuse a malformed record id before any request is sent or any file is written:
-    the node could only answer "not found", which hides the typo."""
-    record = getattr(args, "record", None)
-    if record is not None and not RECORD_ID_RE.fullmatch(record):
-        raise PieError(f"--record wants a record id, 'rec-' and 32 lowercase hex digits, not {record!r}")
+    check_ids(args)
     return args.func(args)
 
 

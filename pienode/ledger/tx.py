@@ -12,6 +12,7 @@ signature. Each ``kind`` gives its body schema in ``pienode.ledger.kinds``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ from pienode.errors import EncodingError, ValidationError
 TX_VERSION = 1
 TX_DOMAIN = "tx"
 _KEYS = frozenset({"v", "chain", "kind", "sender", "ts", "body", "sig"})
+#: A transaction id as text (``tx_id.hex()``): what contracts see as ``ctx.tx_id``, and so the
+#: id of a re-key request, which is the id of the transaction that made it.
+TX_ID_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
