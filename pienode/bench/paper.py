@@ -29,7 +29,7 @@ from pienode.cli import cluster
 from pienode.cli.wallet import Wallet
 from pienode.client import emr
 from pienode.client.session import Session
-from pienode.crypto import grants, pre
+from pienode.crypto import grants, pre_rules
 from pienode.crypto.pre import PrePublicKey
 
 PAPER_SIZES = (400, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000)
@@ -137,7 +137,7 @@ async def rekey_round(requester: Session, patient: Session, record: dict[str, An
     logged = await requester.submit("record_access", {"record_id": record["record_id"]})
     if logged["result"]["status"] != "granted":
         raise RuntimeError(f"access refused in the re-key round: {logged['result']}")
-    need = pre.grant_threshold(len(requester.genesis.nodes))
+    need = pre_rules.grant_threshold(len(requester.genesis.nodes))
     cfrags = await emr._cfrags(requester, record["record_id"], logged["tx_id"], need)
     dek = grants.open_grant(requester.enc_sk, PrePublicKey.from_bytes(record["delegating_key"]), record["capsule"],
                             cfrags, PrePublicKey.from_bytes(record["verifying_key"]))

@@ -17,7 +17,7 @@ from typing import Any
 from pienode.client import download
 from pienode.client.session import Refused, Session
 from pienode.client.transfer import Progress, encrypted_pieces, encrypted_size
-from pienode.crypto import grants, pre, seal
+from pienode.crypto import grants, pre, pre_rules, seal
 from pienode.crypto.pre import PrePublicKey, PreSecretKey
 from pienode.encoding import pack, unpack
 from pienode.errors import CryptoError, Forbidden, PieError, ValidationError
@@ -219,7 +219,7 @@ async def _granted_dek(s: Session, rec: dict[str, Any]) -> tuple[bytes, str]:
     logged = await s.submit("record_access", {"record_id": rec["record_id"]})
     if logged["result"]["status"] != "granted":
         raise Refused(f"access refused: {logged['result']['reason']} (the attempt is in the audit trail)")
-    need = pre.grant_threshold(len(s.genesis.nodes))
+    need = pre_rules.grant_threshold(len(s.genesis.nodes))
     cfrags = await _cfrags(s, rec["record_id"], logged["tx_id"], need)
     dek = grants.open_grant(s.enc_sk, PrePublicKey.from_bytes(rec["delegating_key"]), rec["capsule"],
                             cfrags, PrePublicKey.from_bytes(rec["verifying_key"]))

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pienode.crypto import pre, seal
+from pienode.crypto import pre, pre_rules, seal
 from pienode.crypto.pre import PrePublicKey, PreSecretKey
 
 
@@ -127,12 +127,12 @@ def make_grant(
         signer: the grantor's kfrag-signing key; nodes and the requester check fragments
             against its public key (``verifying_pk`` below).
         node_pks: each hospital node's PRE public key, in a fixed (genesis) order.
-        threshold: defaults to ``pre.grant_threshold(len(node_pks))`` (f + 1, at least 2).
+        threshold: defaults to ``pre_rules.grant_threshold(len(node_pks))`` (f + 1, at least 2).
 
     Returns:
         One sealed kfrag per node, in ``node_pks`` order.
     """
-    t = pre.grant_threshold(len(node_pks)) if threshold is None else threshold
+    t = pre_rules.grant_threshold(len(node_pks)) if threshold is None else threshold
     kfrags = pre.generate_kfrags(delegating_sk, requester_pk, signer, t, len(node_pks))
     return tuple(
         seal.seal(pk, kfrag, kfrag_context(grant_id, i))

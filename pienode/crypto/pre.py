@@ -2,7 +2,8 @@
 
 This is the ONLY module that imports ``umbral_pre``: ``umbral-pre`` 0.11 ships binary wheels
 up to CPython 3.11, so if the supported Python moves, this file is the one place to change.
-It must never log, store or return a secret except to its caller, and never hand anything
+Our own rules around it (sizes, the key capsule format, the grant threshold) live in
+``pienode.crypto.pre_rules``, which never touches Umbral. This module must never log, store or return a secret except to its caller, and never hand anything
 unverified to Umbral's combine step (every kfrag and cfrag is verified first).
 
 Vocabulary (the design paper's, Umbral's in brackets):
@@ -10,46 +11,40 @@ Vocabulary (the design paper's, Umbral's in brackets):
   long-term key. Its secret is sealed (``pienode.crypto.seal``) to the patient and to the
   creating physician.
 - *key capsule*: what goes on chain for a record version: the Umbral capsule plus the
-  dedicated key (DEK) encrypted under it (Umbral's own DEM, XChaCha20-Poly1305). Format::
-
-      0x01 (version) || capsule length (u16 BE) || Umbral capsule || encrypted DEK
-
+  dedicated key (DEK) encrypted under it (Umbral's own DEM, XChaCha20-Poly1305); format in
+  ``pienode.crypto.pre_rules``.
 - *re-encryption key fragments* [kfrags]: a grant, t-of-n, one sealed to each hospital node.
 - *capsule fragments* [cfrags]: what a node returns to the requester for the key capsule.
 
 The trap this layout avoids (DESIGN.md, issue 6): one whole (1-of-1) kfrag plus the
 delegatee's secret key reveals the delegating secret key. So grants are threshold grants
-with 2 <= t (t = f+1 of the n = 3f+1 hospitals, at least 2 whenever n >= 2), and every record
-version has its own delegating key, which limits what any collusion of t can learn.
+(``pre_rules.grant_threshold``) and every record version has its own delegating key.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import umbral_pre as _u
 
-from pienode.errors import CryptoError
+from pienode.crypto.pre_rules import (
+    DEK_SIZE,
+    PUBLIC_KEY_SIZE,
+    SECRET_KEY_SIZE,
+    PreError,
+    check_dek,
+    check_threshold,
+    looks_like_key_capsule,
+    pack_key_capsule,
+    split_key_capsule,
+)
 
-DEK_SIZE = 32
-SECRET_KEY_SIZE = 32
-PUBLIC_KEY_SIZE = 33
-KEY_CAPSULE_VERSION = 1
-#: Upper bound on fragments in one grant (one per hospital node; far above any consortium).
-MAX_SHARES = 255
-
-_LEN = struct.Struct(">H")
 # Exported by umbral-pre at run time but missing from its type stubs.
 _VerificationError: type[Exception] = getattr(_u, "VerificationError")
-
-
-class PreError(CryptoError):
-    """A proxy re-encryption key, capsule or fragment that does not check out."""
 
 
 @contextmanager
@@ -159,27 +154,6 @@ def generate_keypair() -> tuple[PreSecretKey, PrePublicKey]:
 # --- key capsules -------------------------------------------------------------------------
 
 
-def _pack_key_capsule(capsule: _u.Capsule, ciphertext: bytes) -> bytes:
-    raw = bytes(capsule)
-    return bytes([KEY_CAPSULE_VERSION]) + _LEN.pack(len(raw)) + raw + ciphertext
-
-
-def split_key_capsule(key_capsule: bytes) -> tuple[bytes, bytes]:
-    """Split a key capsule into (Umbral capsule bytes, encrypted DEK).
-
-    Raises:
-        PreError: wrong version or length.
-    """
-    data = bytes(key_capsule)
-    if len(data) < 1 + _LEN.size or data[0] != KEY_CAPSULE_VERSION:
-        raise PreError("unsupported or truncated key capsule")
-    (n,) = _LEN.unpack_from(data, 1)
-    start = 1 + _LEN.size
-    if len(data) < start + n + 1:
-        raise PreError("truncated key capsule")
-    return data[start : start + n], data[start + n :]
-
-
 @functools.lru_cache(maxsize=1024)
 def _parse_capsule(raw: bytes) -> _u.Capsule:
     # Parsing checks the capsule's proof (~350 µs); a node re-encrypts one record's capsule
@@ -203,13 +177,7 @@ def encapsulate(delegating_pk: PrePublicKey) -> tuple[bytes, bytes]:
     dek = os.urandom(DEK_SIZE)
     with _umbral("encapsulate"):
         capsule, ciphertext = _u.encrypt(delegating_pk.umbral, dek)
-    return _pack_key_capsule(capsule, ciphertext), dek
-
-
-def _check_dek(dek: bytes | None) -> bytes:
-    if dek is None or len(dek) != DEK_SIZE:
-        raise PreError("key capsule does not hold a 32-byte key")
-    return dek
+    return pack_key_capsule(bytes(capsule), ciphertext), dek
 
 
 def open_original(delegating_sk: PreSecretKey, key_capsule: bytes) -> bytes:
@@ -220,7 +188,7 @@ def open_original(delegating_sk: PreSecretKey, key_capsule: bytes) -> bytes:
     """
     capsule, ciphertext = _parse_key_capsule(key_capsule)
     with _umbral("cannot open key capsule (wrong key or tampered capsule)"):
-        return _check_dek(_u.decrypt_original(delegating_sk.umbral, capsule, ciphertext))
+        return check_dek(_u.decrypt_original(delegating_sk.umbral, capsule, ciphertext))
 
 
 def encrypt_small(recipient_pk: PrePublicKey, plaintext: bytes) -> tuple[bytes, bytes]:
@@ -248,32 +216,6 @@ def decrypt_small(recipient_sk: PreSecretKey, capsule: bytes, ciphertext: bytes)
 # --- grants: kfrags, cfrags ---------------------------------------------------------------
 
 
-def grant_threshold(shares: int) -> int:
-    """The threshold for a grant split over ``shares`` hospital nodes.
-
-    t = f + 1 with n = 3f + 1 tolerates f nodes down and needs more than f of them to
-    collude; never 1 when there are two or more nodes, because a 1-of-n fragment is a whole
-    re-encryption key (the trap in the module docstring).
-    """
-    if not 1 <= shares <= MAX_SHARES:
-        raise PreError(f"shares must be in [1, {MAX_SHARES}]")
-    f = (shares - 1) // 3
-    return max(f + 1, min(2, shares))
-
-
-def _check_threshold(threshold: int, shares: int) -> None:
-    if not 1 <= shares <= MAX_SHARES:
-        raise PreError(f"shares must be in [1, {MAX_SHARES}]", shares=shares)
-    if not 1 <= threshold <= shares:
-        raise PreError("threshold must be in [1, shares]", threshold=threshold, shares=shares)
-    if threshold == 1 and shares > 1:
-        raise PreError(
-            "a 1-of-n grant gives every node a whole re-encryption key; use threshold >= 2",
-            threshold=threshold,
-            shares=shares,
-        )
-
-
 def generate_kfrags(
     delegating_sk: PreSecretKey,
     receiving_pk: PrePublicKey,
@@ -293,7 +235,7 @@ def generate_kfrags(
         PreError: threshold outside [2, shares] (1 only for a single node), or an Umbral
             failure.
     """
-    _check_threshold(threshold, shares)
+    check_threshold(threshold, shares)
     with _umbral("generate_kfrags"):
         kfrags = _u.generate_kfrags(
             delegating_sk.umbral,
@@ -360,7 +302,7 @@ def reencrypt(
 
 def _parse_capsule_any(key_capsule: bytes) -> _u.Capsule:
     data = bytes(key_capsule)
-    if data[:1] == bytes([KEY_CAPSULE_VERSION]):
+    if looks_like_key_capsule(data):
         return _parse_key_capsule(data)[0]
     return _parse_capsule(data)
 
@@ -398,7 +340,7 @@ def open_reencrypted(
         dek = _u.decrypt_reencrypted(
             receiving_sk.umbral, delegating_pk.umbral, capsule, verified, ciphertext
         )
-    return _check_dek(dek)
+    return check_dek(dek)
 
 
 def _verified_cfrag(

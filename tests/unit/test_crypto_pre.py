@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pienode.crypto import pre
+from pienode.crypto import pre, pre_rules
 from pienode.crypto.keys import PrivateKey
 from pienode.crypto.pre import PreError, PrePublicKey, PreSecretKey
 from pienode.errors import CryptoError
@@ -94,7 +94,7 @@ def test_bad_public_keys(bad: bytes) -> None:
 def test_encapsulate_and_open_original(grant: Grant) -> None:
     assert len(grant.dek) == 32
     assert grant.dek not in grant.key_capsule
-    assert grant.key_capsule[0] == pre.KEY_CAPSULE_VERSION
+    assert grant.key_capsule[0] == pre_rules.KEY_CAPSULE_VERSION
     assert pre.open_original(grant.delegating_sk, grant.key_capsule) == grant.dek
 
 
@@ -121,7 +121,7 @@ def test_tampered_key_capsule_fails(grant: Grant) -> None:
 
 
 def test_split_key_capsule(grant: Grant) -> None:
-    capsule, ciphertext = pre.split_key_capsule(grant.key_capsule)
+    capsule, ciphertext = pre_rules.split_key_capsule(grant.key_capsule)
     assert len(ciphertext) == 24 + 32 + 16  # XChaCha20 nonce, DEK, tag
     # A node may be handed the bare capsule instead of the whole key capsule.
     cfrag = pre.reencrypt(capsule, grant.kfrags[0], **grant.keys())
@@ -159,7 +159,7 @@ def test_three_of_seven() -> None:
 
 @pytest.mark.parametrize("n,t", [(1, 1), (2, 2), (3, 2), (4, 2), (7, 3), (10, 4), (13, 5)])
 def test_grant_threshold(n: int, t: int) -> None:
-    assert pre.grant_threshold(n) == t
+    assert pre_rules.grant_threshold(n) == t
 
 
 @pytest.mark.parametrize("t,n", [(1, 4), (1, 2), (0, 4), (5, 4), (2, 0), (2, 256)])
@@ -312,3 +312,31 @@ def test_malformed_input_only_ever_raises_crypto_error(
             attempt()
         except CryptoError:
             pass
+
+
+def test_pre_is_the_one_module_that_imports_umbral() -> None:
+    """README: "pienode/crypto/pre.py is the one place to change if that moves"."""
+    import ast
+    from pathlib import Path
+
+    import pienode
+
+    root = Path(pienode.__file__).parent
+    importers = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] == "umbral_pre" for n in names):
+                importers.append(path.relative_to(root).as_posix())
+    assert importers == ["crypto/pre.py"]
+
+
+def test_key_capsule_format_round_trips_without_umbral() -> None:
+    packed = pre_rules.pack_key_capsule(b"C" * 98, b"D" * 72)
+    assert packed[:3] == bytes([pre_rules.KEY_CAPSULE_VERSION, 0, 98])
+    assert pre_rules.looks_like_key_capsule(packed)
+    assert pre_rules.split_key_capsule(packed) == (b"C" * 98, b"D" * 72)
+    for bad in (b"", b"\x01\x00", b"\x02" + packed[1:], packed[:3 + 98]):
+        with pytest.raises(PreError):
+            pre_rules.split_key_capsule(bad)
