@@ -6,8 +6,8 @@ requests (primary), the three-phase normal case (§4.2), checkpoints and log tru
 anyone. The decisions themselves live in pure modules it calls with explicit state:
 ``votes`` (which votes count, certificates), ``proposer`` (when the primary cuts a batch),
 ``checkpoints`` (stable checkpoints, state transfer), ``viewchange`` / ``viewchange_log``
-(view changes), ``retransmit`` (what a stalled peer gets), ``watchdog`` (the request
-timer's verdict), ``recovery`` (what is persisted, the amnesic vote floor).
+(view changes), ``retransmit`` (who is stalled, what a stalled peer gets), ``watchdog``
+(the request timer's verdict), ``recovery`` (what is persisted, the amnesic vote floor).
 
 Each entry point takes the runtime's clock reading ``now_ms`` and returns the actions to
 carry out, in order; at most one ``Persist`` comes first, so our votes reach disk before
@@ -88,11 +88,9 @@ class Replica:
         self._proposer = Proposer(config)
         self._watch = PrimaryWatch(config.request_timeout_ms)
         self._fetch = StateFetch(config.fetch_retry_ms)
-        self._peer_delivered: dict[str, int] = {}
         self._budget = retransmit.Budget(retransmit.RETRANSMIT_CAP, config.status_interval_ms)
         self._floor = VoteFloor(amnesic)
-        self._delivered_at_tick = -1
-        self._stalled = False
+        self._progress = retransmit.Progress()
         self._started = False
         self._pending_vc: int | None = None
         self._out = Outbox()
@@ -585,7 +583,8 @@ class Replica:
         if self._cps.diverges(msg.seq, msg.state_digest):
             self.stats["state_divergence"] += 1
             return
-        if msg.seq <= self.last_executed_seq or self._stalled or msg.seq > self.high_watermark:
+        if (msg.seq <= self.last_executed_seq or self._progress.stalled
+                or msg.seq > self.high_watermark):
             self._make_stable(msg.seq, msg.state_digest, msg.checkpoints)
         else:
             for cp in msg.checkpoints:
@@ -595,8 +594,7 @@ class Replica:
 
     def _status_tick(self) -> None:
         self._out.set_timer(TimerId.STATUS, self.config.status_interval_ms)
-        self._stalled = self.last_delivered_seq == self._delivered_at_tick
-        self._delivered_at_tick = self.last_delivered_seq
+        stalled = self._progress.tick(self.last_delivered_seq)
         self._out.broadcast(make_status(self.view, self.active, self.last_delivered_seq,
                                         self.stable_checkpoint, self.node_id, self._sign))
         if not self.active and self._vcs.own is not None:
@@ -604,7 +602,7 @@ class Replica:
         overdue = self._fetch.overdue(self._out.now)
         if overdue is not None:  # ask anyone this time
             self._request_fetch(overdue, None, self.config.node_ids)
-        if self._stalled:
+        if stalled:
             slot = self._slots.get(self.last_delivered_seq + 1)
             digest = slot.needed_digest() if slot is not None else None
             if slot is not None and digest is not None and digest not in slot.batches:
@@ -616,9 +614,7 @@ class Replica:
         if self._floor.learn(msg.replica, msg.view, self.view, self.config.quorum,
                              self.config.weak_quorum):
             self.stats["amnesic_floor_set"] += 1
-        prev = self._peer_delivered.get(msg.replica)
-        self._peer_delivered[msg.replica] = msg.last_delivered
-        stalled = prev is not None and prev == msg.last_delivered
+        stalled = self._progress.peer_stalled(msg.replica, msg.last_delivered)
         to = msg.replica
         behind_view = msg.view < self.view or (msg.view == self.view and not msg.active)
         if self.active and behind_view and self._vcs.new_view is not None and self._allow(to):

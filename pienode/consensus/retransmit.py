@@ -2,8 +2,9 @@
 
 Owns: pure choices over the replica's log: which of our own checkpoints and votes, and
 which committed batches with their certificates, a stalled peer should get, a slot at a
-time and at most ``RETRANSMIT_CAP`` slots per STATUS (``catch_up``); and ``Budget``, the
-per-peer limit on what a peer can make us send again.
+time and at most ``RETRANSMIT_CAP`` slots per STATUS (``catch_up``); ``Budget``, the
+per-peer limit on what a peer can make us send again; and ``Progress``, who has stopped
+delivering: we ourselves between two status ticks, a peer between two of its STATUS.
 
 Never: mutates a slot, sends, or reads a clock (``now_ms`` comes in).
 """
@@ -42,6 +43,30 @@ class Budget:
             return False
         self._served[peer] = (start, used + count)
         return True
+
+
+class Progress:
+    """Who is stalled: a replica whose last delivered sequence number did not move since
+    the previous look (our own at each status tick, a peer's at each STATUS it sends)."""
+
+    def __init__(self) -> None:
+        #: We delivered nothing between the last two status ticks.
+        self.stalled = False
+        self._delivered_at_tick = -1
+        #: peer -> the last delivered sequence number its previous STATUS reported
+        self._peers: dict[str, int] = {}
+
+    def tick(self, last_delivered: int) -> bool:
+        """A status tick: are we stalled (nothing delivered since the previous tick)?"""
+        self.stalled = last_delivered == self._delivered_at_tick
+        self._delivered_at_tick = last_delivered
+        return self.stalled
+
+    def peer_stalled(self, peer: str, last_delivered: int) -> bool:
+        """``peer`` reports ``last_delivered``: the same as in its previous STATUS?"""
+        prev = self._peers.get(peer)
+        self._peers[peer] = last_delivered
+        return prev is not None and prev == last_delivered
 
 
 def catch_up(peer: Status, *, slots: Mapping[int, Slot], own_checkpoints: Mapping[int, Checkpoint],

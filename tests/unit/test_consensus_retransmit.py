@@ -1,4 +1,4 @@
-"""What a stalled peer gets again, and how much (pienode/consensus/retransmit.py)."""
+"""Who is stalled, what a stalled peer gets again and how much (consensus/retransmit.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pienode.consensus.decoding import decode_message
 from pienode.consensus.actions import Send
 from pienode.consensus.certificate import CommitCertificate
 from pienode.consensus.log import Slot
-from pienode.consensus.retransmit import RETRANSMIT_CAP, Budget, catch_up
+from pienode.consensus.retransmit import RETRANSMIT_CAP, Budget, Progress, catch_up
 from pienode.encoding import sha256
 from tests.consensus_helpers import sign
 
@@ -82,3 +82,24 @@ def test_checkpoints_and_the_stable_proof_for_a_peer_behind_our_checkpoint() -> 
                       stable_digest=bytes([4]) * 32, stable_proof=proof,
                       last_delivered=4)) == ["CheckpointProof"]
     assert kinds(call(status(4, stable_seq=4), {}, own_checkpoints=cps)) == ["Checkpoint"]
+
+
+def test_we_are_stalled_when_nothing_was_delivered_between_two_ticks() -> None:
+    p = Progress()
+    assert not p.stalled
+    assert p.tick(0) is False  # the first tick has nothing to compare with
+    assert p.tick(0) is True and p.stalled
+    assert p.tick(3) is False and not p.stalled
+    assert p.tick(3) is True
+    assert p.tick(4) is False
+
+
+def test_a_peer_is_stalled_when_two_of_its_status_report_the_same_height() -> None:
+    p = Progress()
+    assert p.peer_stalled("r1", 5) is False  # first STATUS: nothing to compare with
+    assert p.peer_stalled("r2", 5) is False  # peers are tracked apart
+    assert p.peer_stalled("r1", 5) is True
+    assert p.peer_stalled("r1", 6) is False
+    assert p.peer_stalled("r2", 5) is True
+    assert p.peer_stalled("r1", 6) is True
+    assert not p.stalled  # a peer's progress says nothing about ours
