@@ -10,7 +10,8 @@ prefix) and ``RecoveredState``. A replica persists, before sending the vote it c
   must report (§4.4: committed batches survive view changes through prepared certificates);
 - ``oc/<seq>``: our own CHECKPOINT messages; ``stable``: the stable checkpoint and its proof.
 Everything at or below the stable checkpoint is deleted (§4.3 garbage collection).
-Also ``VoteFloor``: the views a replica that lost this state may not vote in.
+Read back: where the replica resumes (``RecoveredState.resume_view``) and its message log
+(``rebuild_slots``). Also ``VoteFloor``: the views a replica that lost this state may not vote in.
 
 Never: touches a database itself (it emits and reads plain key/value pairs).
 """
@@ -133,6 +134,21 @@ class RecoveredState:
         except (EncodingError, ValueError, TypeError, struct.error) as exc:
             raise StorageError(f"corrupt consensus state: {exc}") from None
         return st
+
+    def resume_view(self) -> tuple[int, bool, ViewChange | None, int | None]:
+        """Where a restarted replica stands in the view sequence.
+
+        Returns:
+            (view, active, our VIEW-CHANGE to hold and resend, a view to start a view
+            change to afresh). A replica that crashed between persisting a new view and
+            persisting its VIEW-CHANGE for it comes back active in the view before and
+            starts that view change again, so it never moves to a view without one.
+        """
+        if self.active:
+            return self.view, True, None, None
+        if self.view_change is not None and self.view_change.view == self.view:
+            return self.view, False, self.view_change, None
+        return self.view - 1, True, None, self.view
 
     def _load(self, key: bytes, value: bytes) -> None:
         if key == KEY_LAYOUT:

@@ -729,20 +729,15 @@ class Replica:
 
     def _restore(self, st: RecoveredState) -> None:
         """Rebuild from persisted state; never vote against what we persisted."""
-        self.view, self.active = st.view, st.active
+        self.view, self.active, own_vc, self._pending_vc = st.resume_view()
         self.last_delivered_seq = self.last_executed_seq = st.last_executed_seq
         self.stable_checkpoint = st.stable_seq
         self._stable_digest = st.stable_digest
         self._stable_proof = st.stable_proof
         self._vcs.new_view = st.new_view if st.active else None
-        if not st.active and st.view_change is not None and st.view_change.view == st.view:
-            self._vcs.own = st.view_change
-            self._vcs.by_replica[self.node_id] = st.view_change
-        elif not st.active:
-            # Crashed between persisting the view and the view change: send it afresh.
-            self.view -= 1
-            self.active = True
-            self._pending_vc = st.view
+        if own_vc is not None:
+            self._vcs.own = own_vc
+            self._vcs.by_replica[self.node_id] = own_vc
         for seq, cp in st.own_checkpoints.items():
             if seq > self.stable_checkpoint:
                 self._cps.own[seq] = cp

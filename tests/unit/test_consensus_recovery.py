@@ -1,4 +1,5 @@
-"""The persisted key layout and the amnesic vote floor (pienode/consensus/recovery.py)."""
+"""The persisted key layout, where a restarted replica resumes, and the amnesic vote floor
+(pienode/consensus/recovery.py)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,22 @@ def test_a_stable_checkpoint_deletes_what_lies_at_or_below_it() -> None:
     assert len(deleted) == len(items) - 1 == 6
     assert keys.seq_key(keys.PREFIX_PREPARED, 7) in deleted
     assert keys.seq_key(keys.PREFIX_OWN_CHECKPOINT, 4) in deleted
+
+
+def test_where_a_restarted_replica_resumes_its_view() -> None:
+    assert RecoveredState(3, A, view=2).resume_view() == (2, True, None, None)
+    vc = m.make_view_change(2, 0, m.GENESIS_DIGEST, (), (), "r0", sign)
+    # Moving to view 2 with our VIEW-CHANGE persisted: hold it (and resend it).
+    moving = RecoveredState(3, A, view=2, active=False, view_change=vc)
+    assert moving.resume_view() == (2, False, vc, None)
+    # Crashed after persisting the view, before the VIEW-CHANGE: back in view 1, active,
+    # and the change to view 2 starts again.
+    assert RecoveredState(3, A, view=2, active=False).resume_view() == (1, True, None, 2)
+    old = m.make_view_change(1, 0, m.GENESIS_DIGEST, (), (), "r0", sign)
+    stale = RecoveredState(3, A, view=2, active=False, view_change=old)
+    assert stale.resume_view() == (1, True, None, 2)
+    # An active view ignores a leftover VIEW-CHANGE.
+    assert RecoveredState(3, A, view=2, view_change=vc).resume_view() == (2, True, None, None)
 
 
 def test_an_intact_replica_votes_in_every_view() -> None:

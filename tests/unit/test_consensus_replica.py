@@ -266,6 +266,24 @@ def test_crash_restart_of_everyone_resumes_from_persisted_votes() -> None:
     assert all([d.batch.requests for d in p.delivered[i]] == [(b"tx-0",)] for i in p.ids)
 
 
+def test_a_store_with_a_new_view_but_not_its_view_change_starts_the_change_again() -> None:
+    from pienode.consensus import recovery as keys
+
+    p = Pump()
+    p.submit(b"tx-1")
+    p.advance(5)
+    p.down.add("r1")
+    p.kv["r1"][keys.KEY_VIEW] = keys.view_value(1, False)
+    assert keys.KEY_VIEW_CHANGE not in p.kv["r1"]
+    before = len(p.actions["r1"])
+    p.restart("r1")
+    r1 = p.replicas["r1"]
+    assert (r1.view, r1.active) == (1, False)
+    sent = [decode_message(a.data)[0] for a in p.actions["r1"][before:] if isinstance(a, Broadcast)]
+    assert [vc.view for vc in sent if isinstance(vc, m.ViewChange)] == [1]
+    assert RecoveredState.from_items(sorted(p.kv["r1"].items()), 1, GENESIS).view_change.view == 1
+
+
 def test_silent_primary_is_replaced_and_view_change_timeouts_double() -> None:
     p = Pump(n=7, view_change_timeout_ms=1000, request_timeout_ms=500)
     p.down = {"r0", "r1"}  # primaries of views 0 and 1
