@@ -24,7 +24,8 @@ from pienode.errors import FileStoreError
 from pienode.files.cid import CID, DAG_PB, RAW
 from pienode.files.dagpb import DagError, decode_node
 from pienode.files.push import Block, FetchFn, PushConfig, decode_push
-from pienode.files.store import BlockDamaged, BlockMissing, PackStore, PackWriter
+from pienode.files.packs import PackWriter
+from pienode.files.store import BlockDamaged, BlockMissing, PackStore
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,11 @@ Layout under the store's directory (the node gives ``HOME/files/``):
   ``B`` + digest -> (pack, offset, length); ``S`` + pack -> committed length;
   ``R`` + CID -> (file size, time added); ``P`` + CID -> pin; ``C`` + name -> counter.
 
-Durability: a writer appends its blocks, then ``commit`` fsyncs the pack and writes all the
-index entries, the pack's new committed length and the root in one synced batch. Only then
-is anything visible. While it appends, the writer asks the kernel to start writing back every
-``WRITEBACK_BYTES`` (``sync_file_range``, Linux), so the disk works during the upload and the
-final fsync has little left to do; that call promises nothing, the fsync still decides. After a crash, bytes past a pack's committed length and packs with no
-committed length are cut away on open, so a killed upload leaves nothing behind.
+Durability: a writer (``pienode.files.packs``: large writes go to disk with O_DIRECT, small
+ones through the page cache) appends its blocks, then ``commit`` fsyncs the pack and writes
+all the index entries, the pack's new committed length and the root in one synced batch.
+Only then is anything visible. After a crash, bytes past a pack's committed length and packs
+with no committed length are cut away on open, so a killed upload leaves nothing behind.
 
 Must never: return a block whose sha2-256 does not match its CID, make a root visible
 before all its blocks are durable, or import plyvel (only ``pienode.storage`` may).
@@ -25,32 +24,27 @@ before all its blocks are durable, or import plyvel (only ``pienode.storage`` ma
 
 from __future__ import annotations
 
-import ctypes
 import os
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pienode.errors import FileStoreError, NotFound
 from pienode.files.cid import CID, DAG_PB
 from pienode.files.dagpb import decode_node
+from pienode.files.packs import LOC as _LOC
+from pienode.files.packs import O_DIRECT, PackWriter, StagePool
+from pienode.files.packs import ROOT as _ROOT
+from pienode.files.packs import U64 as _U64
+from pienode.files.packs import pack_name as _pack_name
 from pienode.storage.kv import KVStore, WriteOps, open_kv
 
-_LOC = struct.Struct(">IQI")  # pack, offset, length
-_ROOT = struct.Struct(">Qd")  # file size, unix time added
-_U64 = struct.Struct(">Q")
 
 DEFAULT_PACK_MAX = 1 << 30
 #: Largest single ``pread`` of back-to-back blocks in ``get_blocks`` (a read batch's worth).
 READ_RUN_MAX = 4 << 20
-#: A writer starts the kernel's write-back each time this many bytes are appended. Measured
-#: here: 1 GiB appended then fsynced took 0.3-0.5 s + 0.55-0.65 s; with write-back started
-#: every 16 MiB, 0.6 s + 0.02 s (the disk works while the upload streams in).
-WRITEBACK_BYTES = 16 << 20
-_SYNC_FILE_RANGE_WRITE = 2
 #: gc keeps any root added less than this long ago: an upload precedes the transaction that
 #: references it, so a fresh root is not garbage yet.
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
@@ -95,109 +89,6 @@ class GcResult:
     roots_dropped: int
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux/glibc: the final fsync does all the work
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_sync_file_range = _load_sync_file_range()
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to begin writing ``[offset, offset+length)`` of ``fd`` to disk, without
-    waiting (ctypes releases the GIL). Durability still comes only from fsync."""
-    if _sync_file_range is not None and length > 0:
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
-def _pack_name(pack: int) -> str:
-    return f"{pack:08d}.pack"
-
-
-class PackWriter:
-    """Appends blocks to one pack; nothing is visible until ``commit``. Not thread-safe:
-    one upload (or one exchange batch) uses one writer from one thread at a time."""
-
-    def __init__(self, store: "PackStore", pack: int, fd: int, start: int) -> None:
-        self._store = store
-        self.pack = pack
-        self._fd = fd
-        self._start = start
-        self._end = start
-        self._flushed = start
-        self._pending: dict[bytes, tuple[int, int]] = {}
-        self._deduped: set[bytes] = set()
-        self.closed = False
-
-    def put(self, cid: CID, data: bytes | memoryview, *, force: bool = False) -> None:
-        """Append one block whose CID the caller computed. A block already stored is
-        skipped (content addressing dedups), unless ``force`` (compaction moves blocks)."""
-        if self.closed:
-            raise FileStoreError("writer is closed")
-        d = cid.digest
-        if d in self._pending or d in self._deduped:
-            return
-        if not force:
-            # Claimed before the check, so a concurrent gc cannot drop the stored copy
-            # between this check and our commit.
-            self._store._claim(d)
-            if self._store._kv.get(b"B" + d) is not None:
-                self._deduped.add(d)
-                return
-            self._store._unclaim_one(d)
-        n = len(data)
-        view = memoryview(data)
-        off = self._end
-        while view:
-            w = os.pwrite(self._fd, view, off)
-            view = view[w:]
-            off += w
-        self._pending[d] = (self._end, n)
-        self._end += n
-        if self._end - self._flushed >= WRITEBACK_BYTES:
-            start_writeback(self._fd, self._flushed, self._end - self._flushed)
-            self._flushed = self._end
-
-    @property
-    def bytes_written(self) -> int:
-        return self._end - self._start
-
-    def commit(self, root: CID | None = None, size: int = 0) -> None:
-        """Make the blocks durable, then visible, together with ``root`` if given."""
-        if self.closed:
-            raise FileStoreError("writer is closed")
-        if self._end > self._start:
-            os.fsync(self._fd)
-        ops = WriteOps()
-        for d, (off, n) in self._pending.items():
-            ops.put(b"B" + d, _LOC.pack(self.pack, off, n))
-        ops.put(b"S" + _U64.pack(self.pack), _U64.pack(self._end))
-        if root is not None:
-            ops.put(b"R" + root.to_bytes(), _ROOT.pack(size, time.time()))
-        self._store._commit(self, ops, self._pending, root)
-        self.closed = True
-
-    def abort(self) -> None:
-        """Drop everything this writer appended."""
-        if self.closed:
-            return
-        self.closed = True
-        os.ftruncate(self._fd, self._start)
-        self._end = self._start
-        self._store._release(self, self._pending)
-
-    def __enter__(self) -> "PackWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.abort()
-
-
 class PackStore:
     """The ``ChunkStore`` of a node: thread-safe; blocking (call it from worker threads)."""
 
@@ -207,12 +98,19 @@ class PackStore:
         *,
         kv: KVStore | None = None,
         pack_max: int = DEFAULT_PACK_MAX,
+        direct: bool = True,
     ) -> None:
+        """Args:
+        direct: write large appends with O_DIRECT where the filesystem allows it (it
+            switches itself off on the first EINVAL); False writes everything buffered.
+        """
         self.directory = Path(directory)
         self._packs_dir = self.directory / "packs"
         self._packs_dir.mkdir(parents=True, exist_ok=True)
         self._kv = kv if kv is not None else open_kv(self.directory / "index")
         self._pack_max = pack_max
+        self.direct = direct and O_DIRECT != 0
+        self._stages = StagePool()
         self._lock = threading.RLock()
         self._read_fds: dict[int, int] = {}
         self._retired_fds: list[int] = []
@@ -274,7 +172,8 @@ class PackStore:
                     os.close(dfd)
                 length = 0
             self._busy.add(pack)
-            return PackWriter(self, pack, fd, length)
+            return PackWriter(self, pack, fd, length, path=self._packs_dir / _pack_name(pack),
+                              stages=self._stages, direct=self.direct)
 
     def _claim(self, digest: bytes) -> None:
         with self._lock:
@@ -546,4 +445,5 @@ class PackStore:
             self._read_fds.clear()
             self._retired_fds.clear()
             self._pool.clear()
+            self._stages.close()
             self._kv.close()

@@ -33,13 +33,8 @@ from typing import Protocol
 from pienode.errors import TooLarge
 from pienode.files.cid import CID, DAG_PB, RAW
 from pienode.files.dagpb import DagError, decode_node
-from pienode.files.store import (
-    BlockDamaged,
-    BlockMissing,
-    FileInfo,
-    PackStore,
-    PackWriter,
-)
+from pienode.files.packs import PackWriter
+from pienode.files.store import BlockDamaged, BlockMissing, FileInfo, PackStore
 from pienode.files.unixfs import DagBuilder, Rechunker
 
 BATCH_CHUNKS = 16  # 4 MiB per worker-thread hand-off

@@ -13,6 +13,7 @@ import pytest
 from pienode.errors import TooLarge
 from pienode.files.admin import verify
 from pienode.files.cid import CID
+from pienode.files.packs import STAGE_BYTES
 from pienode.files.store import BlockDamaged, BlockMissing, PackStore
 from pienode.files.stream import ingest, read, stat
 from pienode.files.unixfs import CHUNK_SIZE, cid_of_bytes
@@ -122,16 +123,20 @@ async def test_unknown_cid_is_missing(store: PackStore) -> None:
 async def test_survives_reopen_and_cuts_uncommitted_tail(tmp_path: Path) -> None:
     store = PackStore(tmp_path / "files")
     info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
-    # A writer that died mid-upload: bytes appended, never committed.
+    # A writer that died mid-upload: bytes appended (more than it stages), never committed.
     w = store.writer()
-    w.put(cid_of_bytes(b"half"), b"half" * 1000)
     pack_path = store.directory / "packs" / f"{w.pack:08d}.pack"
+    committed_size = pack_path.stat().st_size
+    half = [b"half%d" % i * 100_000 for i in range(STAGE_BYTES // 500_000 + 2)]
+    for block in half:
+        w.put(cid_of_bytes(block), block)
     size_with_tail = pack_path.stat().st_size
+    assert size_with_tail > committed_size
     store.close()  # no commit, no abort: as after kill -9
     store = PackStore(tmp_path / "files")
     try:
-        assert not pack_path.exists() or pack_path.stat().st_size < size_with_tail
-        assert not store.has(cid_of_bytes(b"half"))
+        assert not pack_path.exists() or pack_path.stat().st_size == committed_size
+        assert not any(store.has(cid_of_bytes(block)) for block in half)
         assert await _read_all(store, info.cid) == DATA
     finally:
         store.close()
