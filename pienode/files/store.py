@@ -24,6 +24,7 @@ before all its blocks are durable, or import plyvel (only ``pienode.storage`` ma
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -35,7 +36,7 @@ from pienode.errors import FileStoreError, NotFound
 from pienode.files.cid import CID, DAG_PB
 from pienode.files.dagpb import decode_node
 from pienode.files.packs import LOC as _LOC
-from pienode.files.packs import O_DIRECT, PackWriter, StagePool
+from pienode.files.packs import DIRECT_READ_MIN, O_DIRECT, PackWriter, StagePool, read_run
 from pienode.files.packs import ROOT as _ROOT
 from pienode.files.packs import U64 as _U64
 from pienode.files.packs import pack_name as _pack_name
@@ -314,7 +315,7 @@ class PackStore:
                 if nxt is None or nxt[0] != pack or nxt[1] != end:
                     break
                 j, end = j + 1, end + nxt[2]
-            data = self._read_at(pack, start, end - start)
+            data = self._read_run(pack, start, end - start)
             view = memoryview(data) if data is not None else None
             for k in range(i, j):
                 _, off, m = locs[k]  # type: ignore[misc]  # not None: in this run
@@ -350,7 +351,21 @@ class PackStore:
             last = (pack, off + n)
         return out
 
-    def _read_at(self, pack: int, off: int, n: int) -> bytes | None:
+    def _read_run(self, pack: int, off: int, n: int) -> bytes | bytearray | None:
+        """A run of blocks: large ones past the page cache when it does not hold them."""
+        if n < DIRECT_READ_MIN or not self.direct:
+            return self._read_at(pack, off, n)
+        fd = self._read_fd(pack)
+        if fd is None:
+            return None
+        try:
+            return read_run(fd, self._packs_dir / _pack_name(pack), off, n, self._stages)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                self.direct = False  # this filesystem refuses O_DIRECT: buffered from now on
+            return self._read_at(pack, off, n)
+
+    def _read_fd(self, pack: int) -> int | None:
         with self._lock:
             fd = self._read_fds.get(pack)
             if fd is None:
@@ -359,6 +374,12 @@ class PackStore:
                 except FileNotFoundError:
                     return None
                 self._read_fds[pack] = fd
+            return fd
+
+    def _read_at(self, pack: int, off: int, n: int) -> bytes | None:
+        fd = self._read_fd(pack)
+        if fd is None:
+            return None
         try:
             data = os.pread(fd, n, off)
         except OSError:

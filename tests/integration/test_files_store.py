@@ -301,13 +301,13 @@ async def test_get_blocks_reads_adjacent_leaves_at_once_and_checks_each(store: P
     info = await ingest(store, _pieces(DATA), max_bytes=1 << 30)
     leaves = [cid_of_bytes(DATA[i : i + CHUNK_SIZE]) for i in range(0, len(DATA), CHUNK_SIZE)]
     reads: list[int] = []
-    orig = store._read_at
+    orig = store._read_run
 
-    def spy(pack: int, off: int, n: int) -> bytes | None:
+    def spy(pack: int, off: int, n: int) -> bytes | bytearray | None:
         reads.append(n)
         return orig(pack, off, n)
 
-    store._read_at = spy  # type: ignore[method-assign]
+    store._read_run = spy  # type: ignore[method-assign]
     missing = CID.parse(str(cid_of_bytes(b"not stored")))
     blocks, damaged = store.get_blocks([leaves[0], missing, *leaves[1:], leaves[0]])
     assert blocks[1] is None and damaged == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pienode.files import packs
-from pienode.files.cid import CID
+from pienode.files.cid import CID, RAW
 from pienode.files.packs import ALIGN, STAGE_BYTES
 from pienode.files.store import PackStore
 from pienode.files.unixfs import cid_of_bytes
@@ -30,7 +30,7 @@ def _blocks(seed: int, total: int, size: int = BLOCK) -> list[tuple[CID, bytes]]
     out = []
     while total > 0:
         data = rnd.randbytes(min(size, total))
-        out.append((cid_of_bytes(data), data))
+        out.append((CID.of(RAW, data), data))
         total -= len(data)
     return out
 
@@ -278,3 +278,65 @@ def test_staging_buffers_are_reused(store: PackStore) -> None:
     w2.put(*_blocks(21, 10)[0])
     assert w2._stage is stage
     w2.abort()
+
+
+def _count_direct_opens(monkeypatch: pytest.MonkeyPatch, refuse: bool = False) -> list[int]:
+    """Counts O_DIRECT opens for reading (refused with EINVAL if ``refuse``)."""
+    real_open = os.open
+    opened: list[int] = []
+
+    def fake_open(path, flags, *args, **kw):  # type: ignore[no-untyped-def]
+        if flags & packs.O_DIRECT and not flags & (os.O_WRONLY | os.O_RDWR):
+            opened.append(flags)
+            if refuse:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    return opened
+
+
+@pytest.mark.parametrize("head", [0, 1000])
+def test_large_runs_not_in_the_page_cache_are_read_direct(
+    store: PackStore, monkeypatch: pytest.MonkeyPatch, head: int
+) -> None:
+    if head:
+        _write(store, _blocks(22, head))
+    blocks = _blocks(23, 2 * STAGE_BYTES + 999, size=BLOCK + 3)  # leaves at unaligned offsets
+    w = _write(store, blocks)
+    assert w.wrote_direct  # so its bytes are not in the page cache
+    opened = _count_direct_opens(monkeypatch)
+    cids = [c for c, _ in blocks]
+    got, damaged = store.get_blocks(cids, verify=False)  # unchecked: what was read is returned
+    assert damaged == [] and [bytes(b) for b in got] == [d for _, d in blocks]  # type: ignore[arg-type]
+    assert opened  # at least the runs that were not cached came from disk directly
+    assert store.direct
+
+
+def test_reads_fall_back_to_buffered_where_direct_is_refused(
+    store: PackStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = _blocks(24, 2 * STAGE_BYTES)
+    _write(store, blocks)
+    opened = _count_direct_opens(monkeypatch, refuse=True)
+    got, damaged = store.get_blocks([c for c, _ in blocks])
+    assert damaged == [] and [bytes(b) for b in got] == [d for _, d in blocks]  # type: ignore[arg-type]
+    assert len(opened) == 1 and not store.direct  # refused once, then never tried again
+
+
+def test_read_run_serves_the_page_cache_and_the_disk_alike(tmp_path: Path) -> None:
+    path = tmp_path / "run"
+    data = random.Random(25).randbytes(3 << 20)
+    path.write_bytes(data)
+    pool = packs.StagePool()
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)  # clean pages, so that DONTNEED drops them
+    try:
+        for off, n in [(0, 1 << 20), (4095, (2 << 20) + 3), (7, len(data) - 7)]:
+            assert packs.read_run(fd, path, off, n, pool) == data[off:off + n]
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the next from disk
+            assert packs.read_run(fd, path, off, n, pool) == data[off:off + n]
+        assert packs.read_run(fd, path, len(data) - 10, 20, pool) is None  # past the end
+    finally:
+        os.close(fd)
+        pool.close()
