@@ -113,7 +113,8 @@ class Stage:
     __slots__ = ("_map", "view")
 
     def __init__(self) -> None:
-        self._map = mmap.mmap(-1, STAGE_BYTES)
+        # Private: a process forked later (contract workers) must not share these bytes.
+        self._map = mmap.mmap(-1, STAGE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.view = memoryview(self._map)
 
     def close(self) -> None:
