@@ -36,7 +36,7 @@ from pienode.errors import FileStoreError, NotFound
 from pienode.files.cid import CID, DAG_PB
 from pienode.files.dagpb import decode_node
 from pienode.files.packs import LOC as _LOC
-from pienode.files.packs import DIRECT_READ_MIN, O_DIRECT, PackWriter, StagePool, read_run
+from pienode.files.packs import DIRECT_READ_MIN, O_DIRECT, STAGE_POOL, PackWriter, StagePool, read_run
 from pienode.files.packs import ROOT as _ROOT
 from pienode.files.packs import U64 as _U64
 from pienode.files.packs import pack_name as _pack_name
@@ -111,7 +111,7 @@ class PackStore:
         self._kv = kv if kv is not None else open_kv(self.directory / "index")
         self._pack_max = pack_max
         self.direct = direct and O_DIRECT != 0
-        self._stages = StagePool()
+        self._stages = StagePool(STAGE_POOL)
         self._lock = threading.RLock()
         self._read_fds: dict[int, int] = {}
         self._retired_fds: list[int] = []

@@ -272,11 +272,11 @@ def test_gc_compaction_of_direct_written_packs(store: PackStore) -> None:
 def test_staging_buffers_are_reused(store: PackStore) -> None:
     w = store.writer()
     w.put(*_blocks(20, 10)[0])
-    stage = w._stage
+    stage = w._out.stage
     w.commit()
     w2 = store.writer()
     w2.put(*_blocks(21, 10)[0])
-    assert w2._stage is stage
+    assert w2._out.stage is stage
     w2.abort()
 
 
@@ -328,7 +328,7 @@ def test_read_run_serves_the_page_cache_and_the_disk_alike(tmp_path: Path) -> No
     path = tmp_path / "run"
     data = random.Random(25).randbytes(3 << 20)
     path.write_bytes(data)
-    pool = packs.StagePool()
+    pool = packs.StagePool(1)
     fd = os.open(path, os.O_RDONLY)
     os.fsync(fd)  # clean pages, so that DONTNEED drops them
     try:
