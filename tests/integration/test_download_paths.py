@@ -94,3 +94,43 @@ async def test_keys_that_do_not_open_fail_clearly_and_leave_nothing(world, monke
         with pytest.raises(CryptoError, match="cannot open key capsule"):
             await emr.fetch(s, rn.rec["record_id"], out)
     assert not out.exists() and not list(out.parent.glob(".k.bin.*"))
+
+
+async def test_a_large_download_goes_direct_and_a_tampered_one_leaves_no_file(world, monkeypatch):  # noqa: F811
+    """Past the first 8 MiB the output goes out with O_DIRECT (pienode.directio); a copy that
+    fails its checks after those writes still leaves nothing, and the node-checked retry
+    writes the right bytes."""
+    from pienode import directio
+
+    rn = world
+    src = rn.tmp / "large.bin"
+    src.write_bytes(os.urandom(3 * directio.STAGE_BYTES + 12345))
+    async with Session(rn.phy, rn.url) as s:
+        rec = await emr.upload(s, rn.pat.user_id, src, "omics", {"t": "large"})
+    real_open = os.open
+    direct: list[str] = []
+
+    def spy_open(path, flags, *args, **kw):
+        if flags & directio.O_DIRECT and str(path).startswith(str(rn.tmp / ".l.bin.")):
+            direct.append(str(path))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(transfer.AtomicOutput, "direct", True)
+    real_decrypt = download.decrypt_buffer_to_file
+    flipped: list[int] = []
+
+    def flip_late_then_decrypt(ciphertext, dek, output, *, expect_cid=None):
+        bad = bytearray(ciphertext)
+        bad[-1000] ^= 1  # in the last chunk: everything before it is written by then
+        flipped.append(len(bad))
+        return real_decrypt(bad, dek, output, expect_cid=expect_cid)
+
+    monkeypatch.setattr(download, "decrypt_buffer_to_file", flip_late_then_decrypt)
+    out = rn.tmp / "l.bin"
+    async with Session(rn.pat, rn.url) as s:
+        got = await emr.fetch(s, rec["record_id"], out)
+    assert flipped and len(set(direct)) == 2  # the damaged try and the retry both went direct
+    assert got["via"] == "own key" and out.read_bytes() == src.read_bytes()
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert not list(out.parent.glob(".l.bin.*"))
