@@ -32,7 +32,7 @@ from pienode.crypto.stream import (
     read_aligned,
 )
 from pienode.crypto.stream_whole import decrypt_buffer
-from pienode.directio import O_DIRECT, STAGE_BYTES, Appender, StagePool
+from pienode.directio import O_DIRECT, STAGE_BYTES, Appender, StagePool, pwrite_all
 from pienode.errors import CryptoError
 from pienode.files.cid import CID, RAW
 from pienode.files.unixfs import CHUNK_SIZE, DagBuilder
@@ -211,9 +211,7 @@ class AtomicOutput:
         n = len(data)
         if self._large is None:
             if self.size + n <= STAGE_BYTES or not AtomicOutput.direct:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view):]
+                pwrite_all(self._fd, memoryview(data), self.size)
                 self.size += n
                 return
             self._large = Appender(self._fd, self.tmp, self.size, _stages, direct=True,

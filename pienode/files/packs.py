@@ -42,8 +42,7 @@ from pienode.storage.kv import WriteOps
 if TYPE_CHECKING:
     from pienode.files.store import PackStore
 
-__all__ = ["ALIGN", "O_DIRECT", "STAGE_BYTES", "STAGE_POOL", "DIRECT_READ_MIN", "LOC", "ROOT", "U64",
-           "PackWriter", "StagePool", "pack_name", "read_run"]
+__all__ = ["STAGE_POOL", "DIRECT_READ_MIN", "LOC", "ROOT", "U64", "PackWriter", "pack_name", "read_run"]
 
 LOC = struct.Struct(">IQI")  # pack, offset, length
 ROOT = struct.Struct(">Qd")  # file size, unix time added

@@ -36,7 +36,8 @@ from pienode.errors import FileStoreError, NotFound
 from pienode.files.cid import CID, DAG_PB
 from pienode.files.dagpb import decode_node
 from pienode.files.packs import LOC as _LOC
-from pienode.files.packs import DIRECT_READ_MIN, O_DIRECT, STAGE_POOL, PackWriter, StagePool, read_run
+from pienode.directio import O_DIRECT, StagePool
+from pienode.files.packs import DIRECT_READ_MIN, STAGE_POOL, PackWriter, read_run
 from pienode.files.packs import ROOT as _ROOT
 from pienode.files.packs import U64 as _U64
 from pienode.files.packs import pack_name as _pack_name

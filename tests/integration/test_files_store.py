@@ -13,7 +13,7 @@ import pytest
 from pienode.errors import TooLarge
 from pienode.files.admin import verify
 from pienode.files.cid import CID
-from pienode.files.packs import STAGE_BYTES
+from pienode.directio import STAGE_BYTES
 from pienode.files.store import BlockDamaged, BlockMissing, PackStore
 from pienode.files.stream import ingest, read, stat
 from pienode.files.unixfs import CHUNK_SIZE, cid_of_bytes
