@@ -6,7 +6,6 @@ machine's ext4, which takes O_DIRECT (the direct-path tests check that it was us
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 from collections.abc import AsyncIterator
@@ -14,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pienode import directio
 from pienode.client.transfer import AtomicOutput, ContentMismatch, decrypt_to_file
 from pienode.crypto.stream import StreamError, encrypt_stream
 from pienode.directio import ALIGN, STAGE_BYTES
 from pienode.files.unixfs import cid_of_bytes
+from tests.directio_spy import spy_direct
 
 DEK = bytes(range(32))
 
@@ -27,32 +26,6 @@ DEK = bytes(range(32))
 def direct_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a fresh client does; a refusal one test provokes is undone."""
     monkeypatch.setattr(AtomicOutput, "direct", True)
-
-
-def _spy(monkeypatch: pytest.MonkeyPatch, refused: str | None = None) -> list[int]:
-    """Counts O_DIRECT opens; refuses them with EINVAL at ``refused`` ("open" or "write")."""
-    real_open, real_pwrite = os.open, os.pwrite
-    direct_fds: set[int] = set()
-    opened: list[int] = []
-
-    def fake_open(path, flags, *args, **kw):  # type: ignore[no-untyped-def]
-        if flags & directio.O_DIRECT:
-            opened.append(flags)
-            if refused == "open":
-                raise OSError(errno.EINVAL, "Invalid argument")
-            fd = real_open(path, flags, *args, **kw)
-            direct_fds.add(fd)
-            return fd
-        return real_open(path, flags, *args, **kw)
-
-    def fake_pwrite(fd, data, offset):  # type: ignore[no-untyped-def]
-        if fd in direct_fds and refused == "write":
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_pwrite(fd, data, offset)
-
-    monkeypatch.setattr(os, "open", fake_open)
-    monkeypatch.setattr(os, "pwrite", fake_pwrite)
-    return opened
 
 
 SIZES = [0, 1, STAGE_BYTES, STAGE_BYTES + 1, 2 * STAGE_BYTES - 1, 2 * STAGE_BYTES + ALIGN + 1,
@@ -64,7 +37,7 @@ SIZES = [0, 1, STAGE_BYTES, STAGE_BYTES + 1, 2 * STAGE_BYTES - 1, 2 * STAGE_BYTE
 def test_output_is_byte_exact_around_stage_and_page_boundaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, piece: int
 ) -> None:
-    opened = _spy(monkeypatch)
+    opened = spy_direct(monkeypatch)
     data = random.Random(size ^ piece).randbytes(size)
     out = tmp_path / "out.bin"
     o = AtomicOutput(out)
@@ -85,7 +58,7 @@ def test_falls_back_to_buffered_where_direct_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
 ) -> None:
     """As on tmpfs (open fails) or a device with larger sectors (the write fails)."""
-    opened = _spy(monkeypatch, refused)
+    opened = spy_direct(monkeypatch, refused)
     data = random.Random(7).randbytes(3 * STAGE_BYTES + 4097)
     out = tmp_path / "out.bin"
     o = AtomicOutput(out)
@@ -124,7 +97,7 @@ async def _pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
 async def test_large_download_decrypts_exactly_and_a_late_tamper_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str | None, whole: bool
 ) -> None:
-    opened = _spy(monkeypatch, refused)
+    opened = spy_direct(monkeypatch, refused)
     plain = os.urandom(3 * STAGE_BYTES + 777)
     ct = b"".join(encrypt_stream(DEK, [plain]))
     cid = str(cid_of_bytes(ct))

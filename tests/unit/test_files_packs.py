@@ -5,7 +5,6 @@ O_DIRECT; the direct-path tests check that it was really used)."""
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import signal
@@ -15,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from pienode.directio import ALIGN, STAGE_BYTES, StagePool
 from pienode.files import packs
 from pienode.files.cid import CID, RAW
-from pienode.files.packs import ALIGN, STAGE_BYTES
 from pienode.files.store import PackStore
 from pienode.files.unixfs import cid_of_bytes
+from tests.directio_spy import spy_direct
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 256 * 1024
@@ -162,7 +162,7 @@ def test_reopen_without_commit_cuts_uncommitted_bytes(tmp_path: Path) -> None:
 KILLED = r"""
 import os, random, sys
 sys.path.insert(0, sys.argv[1])
-from pienode.files.packs import STAGE_BYTES
+from pienode.directio import STAGE_BYTES
 from pienode.files.store import PackStore
 from pienode.files.unixfs import cid_of_bytes
 
@@ -222,25 +222,7 @@ def test_falls_back_to_buffered_where_direct_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
 ) -> None:
     """As on tmpfs (open fails) or a device with larger sectors (the write fails)."""
-    real_open, real_pwrite = os.open, os.pwrite
-    direct_fds: set[int] = set()
-
-    def fake_open(path, flags, *args, **kw):  # type: ignore[no-untyped-def]
-        if flags & packs.O_DIRECT:
-            if refused == "open":
-                raise OSError(errno.EINVAL, "Invalid argument")
-            fd = real_open(path, flags, *args, **kw)
-            direct_fds.add(fd)
-            return fd
-        return real_open(path, flags, *args, **kw)
-
-    def fake_pwrite(fd, data, offset):  # type: ignore[no-untyped-def]
-        if fd in direct_fds:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_pwrite(fd, data, offset)
-
-    monkeypatch.setattr(os, "open", fake_open)
-    monkeypatch.setattr(os, "pwrite", fake_pwrite)
+    spy_direct(monkeypatch, refused)
     store = PackStore(tmp_path / "files")
     try:
         first, second = _blocks(16, 3 * ALIGN + 5), _blocks(17, 2 * STAGE_BYTES + 11)
@@ -280,22 +262,6 @@ def test_staging_buffers_are_reused(store: PackStore) -> None:
     w2.abort()
 
 
-def _count_direct_opens(monkeypatch: pytest.MonkeyPatch, refuse: bool = False) -> list[int]:
-    """Counts O_DIRECT opens for reading (refused with EINVAL if ``refuse``)."""
-    real_open = os.open
-    opened: list[int] = []
-
-    def fake_open(path, flags, *args, **kw):  # type: ignore[no-untyped-def]
-        if flags & packs.O_DIRECT and not flags & (os.O_WRONLY | os.O_RDWR):
-            opened.append(flags)
-            if refuse:
-                raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, *args, **kw)
-
-    monkeypatch.setattr(os, "open", fake_open)
-    return opened
-
-
 @pytest.mark.parametrize("head", [0, 1000])
 def test_large_runs_not_in_the_page_cache_are_read_direct(
     store: PackStore, monkeypatch: pytest.MonkeyPatch, head: int
@@ -305,7 +271,7 @@ def test_large_runs_not_in_the_page_cache_are_read_direct(
     blocks = _blocks(23, 2 * STAGE_BYTES + 999, size=BLOCK + 3)  # leaves at unaligned offsets
     w = _write(store, blocks)
     assert w.wrote_direct  # so its bytes are not in the page cache
-    opened = _count_direct_opens(monkeypatch)
+    opened = spy_direct(monkeypatch, reads_only=True)
     cids = [c for c, _ in blocks]
     got, damaged = store.get_blocks(cids, verify=False)  # unchecked: what was read is returned
     assert damaged == [] and [bytes(b) for b in got] == [d for _, d in blocks]  # type: ignore[arg-type]
@@ -318,7 +284,7 @@ def test_reads_fall_back_to_buffered_where_direct_is_refused(
 ) -> None:
     blocks = _blocks(24, 2 * STAGE_BYTES)
     _write(store, blocks)
-    opened = _count_direct_opens(monkeypatch, refuse=True)
+    opened = spy_direct(monkeypatch, "open", reads_only=True)
     got, damaged = store.get_blocks([c for c, _ in blocks])
     assert damaged == [] and [bytes(b) for b in got] == [d for _, d in blocks]  # type: ignore[arg-type]
     assert len(opened) == 1 and not store.direct  # refused once, then never tried again
@@ -328,7 +294,7 @@ def test_read_run_serves_the_page_cache_and_the_disk_alike(tmp_path: Path) -> No
     path = tmp_path / "run"
     data = random.Random(25).randbytes(3 << 20)
     path.write_bytes(data)
-    pool = packs.StagePool(1)
+    pool = StagePool(1)
     fd = os.open(path, os.O_RDONLY)
     os.fsync(fd)  # clean pages, so that DONTNEED drops them
     try:
